@@ -1,0 +1,114 @@
+"""Every error the service raises, and the HTTP status each one becomes.
+
+The tree::
+
+    CdsServiceError                      (never raised itself)
+      ├─ InvalidRequest        → 400     malformed JSON, missing or mistyped field, hook ≠ service
+      ├─ AuthError             → 401     any JWT check failed; the body never says which
+      ├─ UnknownService        → 404     no service with that id
+      └─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
+                                         because it cannot access the FHIR server … SHALL respond with
+                                         an HTTP 412 Precondition Failed status code."
+    KnowledgeError                       bad knowledge or card file; stops start-up, never a request
+
+Each error carries its context as keyword-only attributes, and each is turned into a FHIR
+OperationOutcome body by ``service.main`` (CDS Hooks 3.0 recommends OperationOutcome bodies;
+2.0 prescribes none, so this is forward compatible).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CdsServiceError(Exception):
+    """Base of every error that becomes an HTTP response."""
+
+    status_code: int = 500
+    issue_code: str = "exception"  # FHIR IssueType
+
+    def __init__(self, message: str, *, expression: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.expression = expression or []
+
+    def operation_outcome(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {
+            "severity": "error",
+            "code": self.issue_code,
+            "diagnostics": self.message,
+        }
+        if self.expression:
+            issue["expression"] = self.expression
+        return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+class InvalidRequest(CdsServiceError):
+    """The request body is not a valid CDS Hooks 2.0 request for this service."""
+
+    status_code = 400
+    issue_code = "invalid"
+
+    def __init__(self, message: str, *, expression: list[str] | None = None,
+                 problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, expression=expression)
+        self.problems = problems or []
+
+    def operation_outcome(self) -> dict[str, Any]:
+        if not self.problems:
+            return super().operation_outcome()
+        return {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {"severity": "error", "code": "invalid", "diagnostics": p["message"],
+                 "expression": [p["field"]]}
+                for p in self.problems
+            ],
+        }
+
+
+class AuthError(CdsServiceError):
+    """The caller's JWT is missing or failed a check.
+
+    ``reason`` names the failed check for the log only; the response body never carries it
+    (best practice: "responding … with a HTTP 401 Unauthorized … without any additional information").
+    """
+
+    status_code = 401
+    issue_code = "login"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Authentication failed")
+        self.reason = reason
+
+
+class UnknownService(CdsServiceError):
+    """No CDS service has this id."""
+
+    status_code = 404
+    issue_code = "not-found"
+
+    def __init__(self, *, service_id: str) -> None:
+        super().__init__(f"Unknown CDS service id '{service_id}'")
+        self.service_id = service_id
+
+
+class PrefetchUnavailable(CdsServiceError):
+    """Data a rule needs is neither prefetched nor obtainable from ``fhirServer``."""
+
+    status_code = 412
+    issue_code = "incomplete"
+
+    def __init__(self, message: str, *, prefetch_keys: list[str]) -> None:
+        super().__init__(message, expression=[f"prefetch.{k}" for k in prefetch_keys])
+        self.prefetch_keys = prefetch_keys
+
+
+class KnowledgeError(Exception):
+    """A knowledge or card file is invalid. Raised at start-up with the file and key named."""
+
+    def __init__(self, message: str, *, file: str, key: str | None = None) -> None:
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {message}")
+        self.file = file
+        self.key = key

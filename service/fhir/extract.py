@@ -1,0 +1,119 @@
+"""Small readers over FHIR JSON (dicts): codings, references, instants, quantities.
+
+The hot path never builds ``fhir.resources`` models for prefetched data (about 60× slower);
+these helpers read the few elements the timeline needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.knowledge.codes import Codes
+
+_DATE_ONLY = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+@dataclass(frozen=True)
+class Instant:
+    """A FHIR date/dateTime/instant. ``date_only`` when no time was given (never guess a time)."""
+
+    at: dt.datetime
+    date_only: bool
+
+
+def parse_instant(value: Any) -> Instant | None:
+    """``"2026-03-01T08:00:00Z"`` → aware datetime; ``"2026-03-01"`` → midnight UTC, ``date_only``.
+
+    A dateTime without a timezone is read as UTC (FHIR requires a zone when a time is given).
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    if _DATE_ONLY.match(value):
+        parts = [int(p) for p in value.split("-")] + [1, 1]
+        return Instant(dt.datetime(parts[0], parts[1], parts[2], tzinfo=dt.UTC), True)
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return Instant(parsed, False)
+
+
+def codings(codeable: Mapping[str, Any] | None) -> Iterator[Mapping[str, Any]]:
+    if not codeable:
+        return
+    for c in codeable.get("coding") or ():
+        if isinstance(c, Mapping):
+            yield c
+
+
+def texts(codeable: Mapping[str, Any] | None) -> Iterator[str]:
+    """``text`` then every coding ``display`` of a CodeableConcept."""
+    if not codeable:
+        return
+    if isinstance(codeable.get("text"), str):
+        yield codeable["text"]
+    for c in codings(codeable):
+        if isinstance(c.get("display"), str):
+            yield c["display"]
+
+
+@lru_cache(maxsize=512)
+def _pattern(expr: str) -> re.Pattern[str]:
+    return re.compile(expr, re.IGNORECASE)
+
+
+def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> bool:
+    """Whether a CodeableConcept names ``concept``: by coding first, else by text pattern.
+
+    Exclusion patterns (``exclude_text_patterns``) veto any match, so a coded kit line whose text says
+    "IV Solution Stabilizer" is never read as the drug.
+    """
+    spec = codes.concepts[concept]
+    all_text = list(texts(codeable))
+    if any(_pattern(p).search(t) for p in spec.exclude_text_patterns for t in all_text):
+        return False
+    wanted = {(codes.uri(c.system), c.code) for c in spec.codings}
+    for c in codings(codeable):
+        system = c.get("system")
+        if isinstance(system, str):
+            key = codes.system_key(system)
+            uri = codes.uri(key) if key else system
+            if (uri, c.get("code")) in wanted:
+                return True
+    return any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
+
+
+def reference_id(ref: Any, resource_type: str | None = None) -> str | None:
+    """``{"reference": "Patient/123"}`` → ``"123"`` (optionally only when the type matches)."""
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("reference"), str):
+        return None
+    parts = ref["reference"].rstrip("/").split("/")
+    if len(parts) < 2:
+        return None
+    if resource_type and parts[-2] != resource_type:
+        return None
+    return parts[-1]
+
+
+def relative_ref(resource: Mapping[str, Any]) -> str:
+    """``"MedicationRequest/abc"`` for a resource (``"MedicationRequest/?"`` without an id)."""
+    return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+
+
+def bundle_resources(bundle: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """The resources of a Bundle's entries (entries without a resource are skipped)."""
+    if not bundle:
+        return []
+    return [
+        e["resource"]
+        for e in bundle.get("entry") or ()
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    ]

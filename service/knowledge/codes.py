@@ -1,0 +1,69 @@
+"""``codes.toml``: code systems and the code sets each concept is recognised by."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from service.knowledge.base import Provenance, Strict
+
+
+class CodingRef(Strict):
+    system: str
+    """A key of ``[code_systems]``."""
+    code: str
+    display: str | None = None
+
+
+class Concept(Provenance):
+    description: str
+    codings: tuple[CodingRef, ...] = ()
+    text_patterns: tuple[str, ...] = ()
+    """Case-insensitive regular expressions matched against ``code.text`` / ``display`` when no coding matches."""
+    exclude_text_patterns: tuple[str, ...] = ()
+    """Text that disqualifies a match even when a coding or pattern matched (e.g. the IV Solution Stabilizer)."""
+
+
+class Codes(Strict):
+    code_systems: Mapping[str, str]
+    system_aliases: Mapping[str, str] = Field(default_factory=dict)
+    """Alternative system URIs accepted on input, mapped to a ``[code_systems]`` key."""
+    concepts: Mapping[str, Concept]
+
+    @model_validator(mode="after")
+    def _systems_known(self) -> Codes:
+        for name, concept in self.concepts.items():
+            for c in concept.codings:
+                if c.system not in self.code_systems:
+                    raise ValueError(f"concepts.{name}: unknown code system key '{c.system}'")
+        for alias, key in self.system_aliases.items():
+            if key not in self.code_systems:
+                raise ValueError(f"system_aliases.{alias}: unknown code system key '{key}'")
+        return self
+
+    def system_key(self, uri: str) -> str | None:
+        """The ``[code_systems]`` key for a system URI, aliases included."""
+        for key, value in self.code_systems.items():
+            if value == uri:
+                return key
+        return self.system_aliases.get(uri)
+
+    def uri(self, key: str) -> str:
+        return self.code_systems[key]
+
+    def token_list(self, *concepts: str) -> str:
+        """Comma-separated ``system|code`` tokens for a FHIR search, e.g. ``code=<this>``."""
+        return ",".join(f"{self.uri(c.system)}|{c.code}" for name in concepts for c in self.concepts[name].codings)
+
+    def matching_concept(self, codeable: Mapping[str, Any] | None, names: Iterable[str]) -> str | None:
+        """The first of ``names`` whose codes (or, failing those, text patterns) match a CodeableConcept."""
+        from service.fhir.extract import concept_matches
+
+        if not codeable:
+            return None
+        for name in names:
+            if concept_matches(codeable, self, name):
+                return name
+        return None

@@ -1,0 +1,47 @@
+"""The rule catalog and the evaluation step (pipeline step 3).
+
+Rule ids are fixed: they are ``card.source.topic.code``, the card file names in ``cards/``, and the
+keys of feedback analytics. Each family module exposes ``evaluate(timeline, kb) -> Iterable[Finding]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from service.knowledge import Knowledge
+from service.rules.base import Finding, Rule
+from service.timeline import Timeline
+
+RULE_IDS: tuple[str, ...] = (
+    "premed-missing",
+    "premed-timing",
+    "premed-dose",
+    "dose-schedule",
+    "dose-limit",
+    "dose-weight-band",
+    "dose-unverifiable",
+    "hepatic-interrupt",
+    "lab-unevaluable",
+    "crs-interrupt",
+    "crs-discontinue",
+    "neuro-interrupt",
+    "neuro-discontinue",
+    "seizure",
+    "adverse-event-interrupt",
+    "adverse-event-discontinue",
+    "toxicity-grade-unknown",
+    "restart-premature",
+    "cycle-new-required",
+    "cycle-limit",
+    "treatment-free-interval",
+    "therapy-status",
+)
+
+FAMILIES: tuple[Rule, ...] = ()
+"""Every rule family's ``evaluate``; each yields findings for the rule ids it owns."""
+
+
+def evaluate(timeline: Timeline, kb: Knowledge, *, rule_ids: Iterable[str]) -> list[Finding]:
+    """Run every family; keep the findings whose rule id the calling service offers."""
+    wanted = set(rule_ids)
+    return [f for family in FAMILIES for f in family(timeline, kb) if f.rule_id in wanted]

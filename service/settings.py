@@ -1,0 +1,72 @@
+"""Deployment settings, read from ``BLINA_CDS_*`` environment variables.
+
+These are deployment facts (where to listen, whom to trust, where to store feedback). Clinical
+numbers never live here: they are in ``service/knowledge/*.toml``.
+
+    BLINA_CDS_AUTH=off BLINA_CDS_PORT=8000 blina-cds serve
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_CARDS_DIR = PACKAGE_DIR.parent / "cards"
+DEFAULT_KNOWLEDGE_DIR = PACKAGE_DIR / "knowledge"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BLINA_CDS_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    public_base_url: str = "http://127.0.0.1:8000"
+    """The base URL the EHR uses to reach us; the JWT ``aud`` must be this plus the path called."""
+
+    database_url: str = "sqlite:///./var/blina-cds.db"
+    auth: Literal["jwt", "off"] = "jwt"
+    trusted_issuers_file: Path | None = None
+    cors_origins: str = "*"
+    """``*`` or a comma-separated list of origins."""
+
+    fhir_timeout_s: float = Field(default=5.0, gt=0)
+    """Bound on all FHIR fetches of one hook call together."""
+    fhir_max_pages: int = Field(default=10, ge=1)
+    """How many ``next`` links are followed per prefetch key before giving up (412)."""
+
+    cards_dir: Path = DEFAULT_CARDS_DIR
+    knowledge_dir: Path = DEFAULT_KNOWLEDGE_DIR
+    card_map_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long the card uuid → rule id map keeps an entry, for feedback analytics."""
+    jku_cache_ttl_s: int = Field(default=300, ge=0)
+    jwt_leeway_s: int = Field(default=60, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _jwt_needs_issuers(self) -> Settings:
+        if self.auth == "jwt" and self.trusted_issuers_file is None:
+            raise ValueError(
+                "BLINA_CDS_AUTH=jwt needs BLINA_CDS_TRUSTED_ISSUERS_FILE "
+                "(set BLINA_CDS_AUTH=off for local development only)"
+            )
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

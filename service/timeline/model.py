@@ -1,0 +1,190 @@
+"""The patient timeline: the vocabulary shared by the timeline builders and every rule.
+
+Built once per hook call from FHIR dicts (``service.timeline.build_timeline``); rules read it and
+never see FHIR JSON. Times are timezone-aware; a value that arrived as a bare date keeps
+``date_only=True`` so interval rules can refuse to guess.
+
+Ownership: the medication side (orders, infusions, steroids, body size, course, regimen) and the
+threshold side (labs, toxicity) are built by separate modules of this package; both read this file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+HookName = Literal["order-sign", "order-select", "patient-view"]
+
+
+@dataclass(frozen=True)
+class DailyDose:
+    """An order's or administration's blinatumomab dose, normalised to µg/day.
+
+    ``ug_per_day`` is ``None`` when it cannot be computed (then ``problem`` says why, e.g.
+    ``rate-without-concentration``, ``unit-not-convertible``, ``no-dose``). A BSA-based order keeps its
+    ``ug_per_m2_per_day``; ``ug_per_day`` is then filled only when a BSA is known.
+    """
+
+    ug_per_day: float | None
+    basis: str
+    """How it was derived: ``rateQuantity``, ``rateRatio``, ``doseQuantity/duration``, ``doseQuantity/day``, ``text``…"""
+    display: str
+    """As ordered, e.g. ``"28 ug/d"`` or ``"5 mL/h"``."""
+    ug_per_m2_per_day: float | None = None
+    per_kg: bool = False
+    problem: str | None = None
+    unit_slip: str | None = None
+    """A recognised slip the dose-limit card names: ``mg-for-ug`` or ``per-hour-for-per-day``."""
+
+
+@dataclass(frozen=True)
+class BlinOrder:
+    """A blinatumomab MedicationRequest (draft, active or past)."""
+
+    ref: str
+    """``MedicationRequest/<id>``"""
+    resource: Mapping[str, Any]
+    """The order as received, for ``update``/``delete`` suggestions."""
+    status: str
+    draft: bool
+    """Came from ``context.draftOrders``."""
+    in_focus: bool
+    """The order the hook asks about: every blinatumomab draft at order-sign, the ``selections`` at order-select."""
+    start: dt.datetime | None
+    start_date_only: bool
+    dose: DailyDose
+    explicit_cycle: int | None = None
+    explicit_day: int | None = None
+    """From "Cycle N Day D" / "CnDd" in ``dosageInstruction.text`` or ``note`` (wins over history)."""
+    instantiates: tuple[str, ...] = ()
+    bag_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class InfusionPeriod:
+    """One blinatumomab MedicationAdministration (one bag or a run of bags)."""
+
+    ref: str
+    start: dt.datetime
+    end: dt.datetime | None
+    """``None`` while the infusion is running."""
+    status: str
+    ug_per_day: float | None
+    stop_reason: Literal["overdose", "flush", "adverse-event"] | None = None
+    date_only: bool = False
+
+
+@dataclass(frozen=True)
+class SteroidEvent:
+    """A corticosteroid order or administration (candidate premedication)."""
+
+    ref: str
+    agent: str
+    """Ingredient concept: ``dexamethasone``, ``prednisone``, ``prednisolone``, ``methylprednisolone``."""
+    kind: Literal["order", "administration"]
+    time: dt.datetime | None
+    date_only: bool
+    dose_mg: float | None
+    route: str | None
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class BodySize:
+    weight_kg: float | None = None
+    weight_at: dt.datetime | None = None
+    weight_stale: bool = False
+    weight_problem: str | None = None
+    """``missing``, ``unit-missing``, ``unit-not-convertible``, ``straddles-45kg``…"""
+    height_cm: float | None = None
+    bsa_m2: float | None = None
+    bsa_method: Literal["observation", "mosteller"] | None = None
+    age_years: float | None = None
+
+
+@dataclass(frozen=True)
+class Regimen:
+    id: str
+    """``relapsed-refractory``, ``mrd-positive`` or ``consolidation`` (keys of ``regimens.toml``)."""
+    why: str
+    """``order-canonical``, ``condition``, ``default`` — the card says which."""
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """A stop of the blinatumomab infusion and the restart after it (the restart may be the order now being placed)."""
+
+    stopped: dt.datetime
+    restarted: dt.datetime | None
+    gap: dt.timedelta
+    reason: Literal["overdose", "flush", "adverse-event"] | None = None
+
+
+@dataclass(frozen=True)
+class CoursePosition:
+    """Where an order (or today's infusion) sits in the course."""
+
+    cycle: int
+    day: int
+    source: Literal["order-text", "history", "default"]
+    event: Literal["cycle-start", "step", "re-escalation", "restart", "continuation"]
+    """What starts at ``at``: the trigger for premedication and dose checks."""
+    at: dt.datetime | None
+    course_start: dt.datetime | None = None
+    """First infusion of the current course (seizures are counted from here)."""
+    cycle_start: dt.datetime | None = None
+    interruption: Interruption | None = None
+    previous_cycle_end: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class LabResult:
+    analyte: Literal["alt", "ast", "bilirubin"]
+    ref: str
+    at: dt.datetime
+    value: float | None
+    unit: str | None
+    uln: float | None
+    uln_source: Literal["reference-range", "site-default"] | None
+    ratio: float | None
+    """value ÷ ULN in the same unit; ``None`` when not evaluable (``problem`` says why)."""
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ToxicityRecord:
+    kind: Literal["crs", "neuro", "seizure", "other", "overdose", "flush"]
+    ref: str
+    at: dt.datetime
+    grade: int | None
+    grade_from_text: bool = False
+    label: str = ""
+    """What the record calls the event (its text or display), for the card."""
+    grading_system: str | None = None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Everything the rules see for one hook call."""
+
+    now: dt.datetime
+    hook: HookName
+    patient_id_present: bool = True
+    orders: tuple[BlinOrder, ...] = ()
+    """Blinatumomab orders: drafts first, then active and past ones."""
+    infusions: tuple[InfusionPeriod, ...] = ()
+    """Blinatumomab administrations, oldest first."""
+    steroids: tuple[SteroidEvent, ...] = ()
+    body: BodySize = field(default_factory=BodySize)
+    regimen: Regimen = field(default_factory=lambda: Regimen(id="relapsed-refractory", why="default"))
+    positions: Mapping[str, CoursePosition] = field(default_factory=dict)
+    """Course position of each in-focus order (by ``BlinOrder.ref``), and of the running infusion under ``"current"``."""
+    labs: tuple[LabResult, ...] = ()
+    toxicities: tuple[ToxicityRecord, ...] = ()
+
+    @property
+    def focus_orders(self) -> tuple[BlinOrder, ...]:
+        return tuple(o for o in self.orders if o.in_focus)

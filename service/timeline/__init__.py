@@ -23,10 +23,18 @@ def draft_resources(context: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return bundle_resources(draft) if isinstance(draft, Mapping) else []
 
 
-def has_blinatumomab_draft(context: Mapping[str, Any], kb: Knowledge) -> bool:
-    """Whether any draft MedicationRequest is blinatumomab (no such draft → the order hooks return no cards)."""
+def has_blinatumomab_draft(context: Mapping[str, Any], kb: Knowledge, *, selections_only: bool = False) -> bool:
+    """Whether a draft MedicationRequest is blinatumomab (no such draft → the order hooks return no cards).
+
+    With ``selections_only`` (order-select) only the drafts named in ``context.selections`` count:
+    "Decision support should focus on the 'selected' orders".
+    """
+    selections = context.get("selections") if selections_only else None
+    wanted = {s for s in selections if isinstance(s, str)} if isinstance(selections, list) else None
     for resource in draft_resources(context):
         if resource.get("resourceType") != "MedicationRequest":
+            continue
+        if wanted is not None and f"MedicationRequest/{resource.get('id')}" not in wanted:
             continue
         concept = resource.get("medicationCodeableConcept")
         if isinstance(concept, Mapping) and kb.codes.matching_concept(concept, ("blinatumomab",)):

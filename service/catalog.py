@@ -1,0 +1,168 @@
+"""The CDS services we offer: id, hook, words, prefetch templates and the rule ids each may emit.
+
+Discovery (``GET /cds-services``) is generated from this catalog, and so is the list of prefetch keys
+the pipeline resolves. Prefetch templates follow CDS Hooks 2.0 exactly: tokens are only root-level
+context fields (``{{context.patientId}}``), queries stay in the spec's subset (read; type search by
+reference and token with ``system|code``; ``_sort``; ``_count``), and searches are by patient and
+code wherever a rule looks at specific codes. Code lists come from ``codes.toml``.
+
+Toxicity records (CRS, ICANS, other adverse events) have no standard code: sites record them with
+local codes or only as text, so the ``toxicityObservations``, ``conditions`` and ``adverseEvents``
+templates deliberately carry no code filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.knowledge import Knowledge
+from service.schemas import OrderSelectContext, OrderSignContext, PatientViewContext
+from service.timeline.model import HookName
+
+_ORDER_RULES: tuple[str, ...] = (
+    "premed-missing",
+    "premed-timing",
+    "premed-dose",
+    "dose-schedule",
+    "dose-limit",
+    "dose-weight-band",
+    "dose-unverifiable",
+    "hepatic-interrupt",
+    "lab-unevaluable",
+    "crs-interrupt",
+    "crs-discontinue",
+    "neuro-interrupt",
+    "neuro-discontinue",
+    "seizure",
+    "adverse-event-interrupt",
+    "adverse-event-discontinue",
+    "toxicity-grade-unknown",
+    "restart-premature",
+    "cycle-new-required",
+    "cycle-limit",
+    "treatment-free-interval",
+)
+
+# patient-view: threshold and administration rules, plus the therapy summary.
+_PATIENT_VIEW_RULES: tuple[str, ...] = (
+    "premed-missing",
+    "premed-timing",
+    "premed-dose",
+    "hepatic-interrupt",
+    "lab-unevaluable",
+    "crs-interrupt",
+    "crs-discontinue",
+    "neuro-interrupt",
+    "neuro-discontinue",
+    "seizure",
+    "adverse-event-interrupt",
+    "adverse-event-discontinue",
+    "toxicity-grade-unknown",
+    "restart-premature",
+    "cycle-limit",
+    "treatment-free-interval",
+    "therapy-status",
+)
+
+
+@dataclass(frozen=True)
+class CdsService:
+    id: str
+    hook: HookName
+    title: str
+    description: str
+    prefetch: dict[str, str]
+    rule_ids: tuple[str, ...]
+    context_model: type[BaseModel]
+    usage_requirements: str | None = None
+
+    def discovery(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "hook": self.hook,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "prefetch": self.prefetch,
+        }
+        if self.usage_requirements:
+            entry["usageRequirements"] = self.usage_requirements
+        return entry
+
+
+def prefetch_templates(kb: Knowledge) -> dict[str, str]:
+    """The prefetch templates every service advertises (the rules need all of them)."""
+    codes = kb.codes
+    meds = codes.token_list("blinatumomab", "dexamethasone", "prednisone", "prednisolone", "methylprednisolone")
+    patient = "{{context.patientId}}"
+    return {
+        "patient": f"Patient/{patient}",
+        "medicationRequests": f"MedicationRequest?patient={patient}&code={meds}",
+        "medicationAdministrations": f"MedicationAdministration?patient={patient}&code={meds}",
+        "bodySize": (
+            f"Observation?patient={patient}"
+            f"&code={codes.token_list('body_weight', 'body_height', 'body_surface_area')}&_sort=-date&_count=50"
+        ),
+        "labs": (
+            f"Observation?patient={patient}"
+            f"&code={codes.token_list('alt', 'ast', 'bilirubin_total')}&_sort=-date&_count=100"
+        ),
+        "toxicityObservations": f"Observation?patient={patient}&_sort=-date&_count=200",
+        "conditions": f"Condition?patient={patient}",
+        "adverseEvents": f"AdverseEvent?subject=Patient/{patient}",
+    }
+
+
+_USAGE = (
+    "Works best with every prefetch key honoured; any key not prefetched is fetched from fhirServer "
+    "(with fhirAuthorization when given). Without either, the service answers 412."
+)
+
+
+def build_catalog(kb: Knowledge) -> dict[str, CdsService]:
+    prefetch = prefetch_templates(kb)
+    services = (
+        CdsService(
+            id="blinatumomab-order-sign",
+            hook="order-sign",
+            title="Blinatumomab (Blincyto) order safety check",
+            description=(
+                "At signing, checks a blinatumomab order for the dose due on this cycle day, weight/BSA "
+                "band and maximum, the required dexamethasone premedication, and label interruption rules "
+                "(CRS, neurotoxicity, seizures, other grade 3-4 events, ALT/AST > 5x ULN, bilirubin > 3x ULN)."
+            ),
+            prefetch=prefetch,
+            rule_ids=_ORDER_RULES,
+            context_model=OrderSignContext,
+            usage_requirements=_USAGE,
+        ),
+        CdsService(
+            id="blinatumomab-order-select",
+            hook="order-select",
+            title="Blinatumomab (Blincyto) order entry check",
+            description=(
+                "When a blinatumomab order is selected, checks the selected order's dose, premedication and "
+                "the label's interruption rules, so problems are fixed before signing."
+            ),
+            prefetch=prefetch,
+            rule_ids=_ORDER_RULES,
+            context_model=OrderSelectContext,
+            usage_requirements=_USAGE,
+        ),
+        CdsService(
+            id="blinatumomab-patient-view",
+            hook="patient-view",
+            title="Blinatumomab (Blincyto) therapy status and safety",
+            description=(
+                "For a patient on blinatumomab in the last 90 days: regimen, cycle and day, current dose, next "
+                "premedication due, and any label interruption or discontinuation rule the chart meets."
+            ),
+            prefetch=prefetch,
+            rule_ids=_PATIENT_VIEW_RULES,
+            context_model=PatientViewContext,
+            usage_requirements=_USAGE,
+        ),
+    )
+    return {s.id: s for s in services}

@@ -1,0 +1,87 @@
+"""``blina-cds``: the command line.
+
+    blina-cds serve [--host H] [--port P] [--workers N]
+    blina-cds examples load --fhir-server URL [--name NAME ...]
+    blina-cds examples list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from service.errors import KnowledgeError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.logs import configure_logging
+    from service.main import create_app
+    from service.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"blina-cds: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    try:
+        create_app(settings)  # fail fast, in this process, on a bad knowledge or card file
+    except (KnowledgeError, ValueError) as exc:
+        print(f"blina-cds: cannot start: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "service.main:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+    return 0
+
+
+def _examples(args: argparse.Namespace) -> int:
+    from service import examples
+
+    if args.examples_cmd == "list":
+        for name in examples.names():
+            print(name)
+        return 0
+    loaded = examples.load_into(args.fhir_server, names=args.name or None)
+    for name, count in loaded.items():
+        print(f"{name}: {count} resources")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="blina-cds", description="CDS Hooks 2.0 service for blinatumomab safety")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the HTTP server (uvicorn)")
+    serve.add_argument("--host", help="listen address (default BLINA_CDS_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default BLINA_CDS_PORT or 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default BLINA_CDS_WORKERS or 1)")
+    serve.set_defaults(func=_serve)
+    ex = sub.add_parser("examples", help="the example patients in fhir_examples/")
+    ex_sub = ex.add_subparsers(dest="examples_cmd", required=True)
+    load = ex_sub.add_parser("load", help="load examples into a FHIR server (dates shifted to now)")
+    load.add_argument("--fhir-server", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8091/fhir")
+    load.add_argument("--name", action="append", help="only this example (repeatable)")
+    ex_sub.add_parser("list", help="list the examples")
+    ex.set_defaults(func=_examples)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

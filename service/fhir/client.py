@@ -1,0 +1,183 @@
+"""Reading the EHR's FHIR server: one shared ``httpx.AsyncClient``, origin-checked URLs, paging.
+
+Every outbound URL — the first request and every ``next`` link — must stay on the ``fhirServer``
+origin and under its base path; anything else is refused before a byte is sent (a hook request names
+the server we call, so an unchecked URL would let a caller point us at arbitrary hosts).
+
+Logs name the resource type, status and time of each request, never its URL (which holds the patient
+id) and never the bearer token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import orjson
+
+from service import metrics
+
+log = logging.getLogger("blina_cds.fhir")
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class FhirFetchError(Exception):
+    """A FHIR request failed; the pipeline turns it into a 412 (``PrefetchUnavailable``)."""
+
+    def __init__(self, reason: str, *, resource_type: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.resource_type = resource_type
+        self.status = status
+
+
+def normalise_base(url: str) -> str:
+    """``HTTPS://EHR.example.org:443/fhir/`` → ``https://ehr.example.org/fhir`` (for comparisons)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def is_within(url: str, base: str) -> bool:
+    """Whether ``url`` is on ``base``'s origin (scheme, host, port) and under its path.
+
+    >>> is_within("https://ehr.org/fhir/Observation?x=1", "https://ehr.org/fhir")
+    True
+    >>> is_within("https://evil.org/fhir/Observation", "https://ehr.org/fhir")
+    False
+    """
+    u, b = urlsplit(url), urlsplit(base)
+    if u.scheme.lower() not in ("http", "https") or u.username or u.password:
+        return False
+    if normalise_base(f"{u.scheme}://{u.netloc}") != normalise_base(f"{b.scheme}://{b.netloc}"):
+        return False
+    base_path = b.path.rstrip("/")
+    return u.path == base_path or u.path.startswith(base_path + "/")
+
+
+class FhirClient:
+    """Reads from one EHR FHIR server per hook call; built per call over the process's shared client."""
+
+    def __init__(self, http: httpx.AsyncClient, *, base: str, token: str | None, max_pages: int) -> None:
+        self._http = http
+        self.base = base.rstrip("/")
+        self._token = token
+        self._max_pages = max_pages
+
+    def url_for(self, relative: str) -> str:
+        return f"{self.base}/{relative.lstrip('/')}"
+
+    async def get_json(self, url: str, *, resource_type: str) -> dict[str, Any] | None:
+        """GET one URL; ``None`` for a 404 (a read of a resource that does not exist is "no data")."""
+        if not is_within(url, self.base):
+            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="refused").inc()
+            raise FhirFetchError("URL outside the fhirServer origin refused", resource_type=resource_type)
+        headers = {"Accept": "application/fhir+json, application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        started = time.perf_counter()
+        try:
+            response = await self._http.get(url, headers=headers, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="error").inc()
+            log.warning("fhir fetch failed", extra={"resource_type": resource_type, "error": type(exc).__name__})
+            raise FhirFetchError(
+                f"FHIR server unreachable or too slow ({type(exc).__name__})", resource_type=resource_type
+            ) from None
+        elapsed = time.perf_counter() - started
+        metrics.FHIR_LATENCY.labels(resource_type=resource_type).observe(elapsed)
+        log.info(
+            "fhir fetch",
+            extra={"resource_type": resource_type, "status": response.status_code, "ms": round(elapsed * 1000, 1)},
+        )
+        if response.status_code == 404 and "?" not in url:
+            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-found").inc()
+            return None
+        if response.status_code != 200:
+            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome=f"http-{response.status_code}").inc()
+            raise FhirFetchError(
+                f"FHIR server answered {response.status_code}",
+                resource_type=resource_type,
+                status=response.status_code,
+            )
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-json").inc()
+            raise FhirFetchError("FHIR server answer is not JSON", resource_type=resource_type) from None
+        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-fhir").inc()
+            raise FhirFetchError("FHIR server answer is not a FHIR resource", resource_type=resource_type)
+        metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="ok").inc()
+        return body
+
+    async def read(self, relative: str) -> list[Mapping[str, Any]]:
+        """``Patient/123`` → ``[patient]`` (``[]`` when the server has no such resource)."""
+        resource_type = relative.split("/", 1)[0]
+        body = await self.get_json(self.url_for(relative), resource_type=resource_type)
+        if body is None:
+            return []
+        if body.get("resourceType") == "OperationOutcome":
+            raise FhirFetchError("FHIR server answered with an OperationOutcome", resource_type=resource_type)
+        return [body]
+
+    async def search(self, relative: str) -> list[Mapping[str, Any]]:
+        """A search, following ``next`` links (origin-checked) up to ``max_pages`` pages."""
+        resource_type = relative.split("?", 1)[0]
+        return await self.pages(self.url_for(relative), resource_type=resource_type)
+
+    async def pages(
+        self, url: str | None, *, resource_type: str, first: Mapping[str, Any] | None = None
+    ) -> list[Mapping[str, Any]]:
+        """Resources of a searchset, from ``first`` (already in hand) or ``url``, through its ``next`` links."""
+        resources: list[Mapping[str, Any]] = []
+        pages = 0
+        bundle: Mapping[str, Any] | None = first
+        while True:
+            if bundle is None:
+                if url is None:
+                    break
+                bundle = await self.get_json(url, resource_type=resource_type)
+                pages += 1
+                if bundle is None or bundle.get("resourceType") != "Bundle":
+                    raise FhirFetchError("search did not return a Bundle", resource_type=resource_type)
+            resources.extend(searchset_resources(bundle, resource_type=resource_type))
+            url = next_link(bundle, base=self.base)
+            bundle = None
+            if url is None:
+                break
+            if pages >= self._max_pages:
+                metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="page-cap").inc()
+                log.warning("fhir paging cap reached", extra={"resource_type": resource_type, "pages": pages})
+                break
+        return resources
+
+
+def searchset_resources(bundle: Mapping[str, Any], *, resource_type: str) -> list[Mapping[str, Any]]:
+    """Entry resources of a fetched searchset; an error OperationOutcome entry fails the fetch."""
+    out: list[Mapping[str, Any]] = []
+    for entry in bundle.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if not isinstance(resource, Mapping):
+            continue
+        if resource.get("resourceType") == "OperationOutcome":
+            if any(i.get("severity") in ("error", "fatal") for i in resource.get("issue") or ()):
+                raise FhirFetchError("search answered with an error OperationOutcome", resource_type=resource_type)
+            continue
+        out.append(resource)
+    return out
+
+
+def next_link(bundle: Mapping[str, Any], *, base: str) -> str | None:
+    for link in bundle.get("link") or ():
+        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return urljoin(base + "/", link["url"])
+    return None

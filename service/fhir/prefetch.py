@@ -1,0 +1,213 @@
+"""Pipeline step 1: prefetch first, then fetch only the missing keys from ``fhirServer``.
+
+Each advertised key is in one of the states CDS Hooks 2.0 defines:
+
+======================  ============================================================================
+state of key K          what we do
+======================  ============================================================================
+resource / Bundle       use it; a searchset's ``next`` links are followed on ``fhirServer``
+``null``                no data — spec: "If the CDS Client has no data to populate a template
+                        prefetch key, the prefetch template key MUST have a value of null." — **null is
+                        not missing**, and never triggers a fetch or a 412
+empty searchset         no results
+OperationOutcome, or a  the client hit an error ("OperationOutcome(s) SHOULD be used to communicate
+Bundle holding one      those errors") — treat as unavailable and fetch it ourselves
+absent                  "It is the CDS Service's responsibility … to programmatically retrieve any
+                        additional necessary data" — fetch it from ``fhirServer``
+======================  ============================================================================
+
+When a key cannot be had (no ``fhirServer``, a FHIR error, timeout, a disallowed server) the whole
+call is a 412: "the service SHALL respond with an HTTP 412 Precondition Failed status code".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from service.errors import InvalidRequest, PrefetchUnavailable
+from service.fhir.client import FhirClient, FhirFetchError, next_link, normalise_base
+from service.schemas import HookRequest
+
+Resources = list[Mapping[str, Any]]
+
+_TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+_USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+
+
+@dataclass
+class Resolved:
+    """Resources per prefetch key, and how each key was satisfied (for metrics and tests)."""
+
+    data: dict[str, Resources] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+
+
+def find_missing_prefetch(templates: Mapping[str, str], prefetch: Mapping[str, Any] | None) -> list[str]:
+    """Keys the client did not satisfy: absent, or an OperationOutcome (alone or inside a Bundle)."""
+    prefetch = prefetch or {}
+    return [k for k in templates if k not in prefetch or _is_error(prefetch[k])]
+
+
+def _is_error(value: Any) -> bool:
+    if not isinstance(value, Mapping):
+        return False
+    if value.get("resourceType") == "OperationOutcome":
+        return True
+    if value.get("resourceType") == "Bundle":
+        return any(
+            isinstance(e, Mapping)
+            and isinstance(e.get("resource"), Mapping)
+            and e["resource"].get("resourceType") == "OperationOutcome"
+            for e in value.get("entry") or ()
+        )
+    return False
+
+
+def render_template(template: str, context: Mapping[str, Any]) -> str | None:
+    """Substitute ``{{context.x}}`` and the four user tokens; ``None`` when a token has no value.
+
+    Only root-level primitive context fields are tokens (spec); user tokens carry bare ids derived
+    from ``context.userId`` (``Practitioner/123`` → ``userPractitionerId`` = ``123``).
+    """
+    missing = False
+
+    def value_of(match: re.Match[str]) -> str:
+        nonlocal missing
+        name = match.group(1)
+        if name.startswith("context."):
+            value = context.get(name.removeprefix("context."))
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                return str(value)
+        elif name in _USER_TOKENS:
+            user = context.get("userId")
+            if isinstance(user, str) and user.startswith(_USER_TOKENS[name] + "/"):
+                return user.split("/", 1)[1]
+        missing = True
+        return ""
+
+    rendered = _TOKEN.sub(value_of, template)
+    return None if missing else rendered
+
+
+def _check_value(key: str, value: Any) -> None:
+    if value is not None and not (isinstance(value, Mapping) and isinstance(value.get("resourceType"), str)):
+        raise InvalidRequest(
+            f"prefetch.{key} must be a FHIR resource, a Bundle or null", expression=[f"prefetch.{key}"]
+        )
+
+
+async def resolve(
+    templates: Mapping[str, str],
+    request: HookRequest,
+    *,
+    http: httpx.AsyncClient,
+    allowed_servers: Sequence[str] | None,
+    timeout_s: float,
+    max_pages: int,
+) -> Resolved:
+    """Resources for every advertised key: prefetched where usable, fetched concurrently otherwise.
+
+    ``allowed_servers`` are the FHIR base URLs the caller's issuer may send (``None``: any — auth off).
+    """
+    prefetch = request.prefetch or {}
+    for key in templates:
+        if key in prefetch:
+            _check_value(key, prefetch[key])
+    missing = set(find_missing_prefetch(templates, prefetch))
+    resolved = Resolved()
+    paged: dict[str, Mapping[str, Any]] = {}
+
+    for key in templates:
+        if key in missing:
+            continue
+        value = prefetch[key]
+        if value is None:
+            resolved.data[key] = []
+            resolved.states[key] = "null"
+        elif value.get("resourceType") == "Bundle":
+            if next_link(value, base=request.fhirServer or "") is not None:
+                paged[key] = value
+            else:
+                resolved.data[key] = [
+                    e["resource"] for e in value.get("entry") or () if isinstance(e, Mapping) and e.get("resource")
+                ]
+                resolved.states[key] = "prefetched"
+        else:
+            resolved.data[key] = [value]
+            resolved.states[key] = "prefetched"
+
+    if not missing and not paged:
+        return resolved
+
+    needs = sorted(missing | set(paged))
+    client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs)
+
+    async def fetch(key: str) -> tuple[str, Resources]:
+        if key in paged:
+            first = paged[key]
+            rtype = _bundle_type(first)
+            return key, await client.pages(None, resource_type=rtype, first=first)
+        relative = render_template(templates[key], request.context)
+        if relative is None:
+            raise PrefetchUnavailable(f"prefetch template '{key}' needs a context value the request lacks",
+                                      prefetch_keys=[key])
+        path = relative.split("?", 1)[0]
+        if "?" in relative or "/" not in path:
+            return key, await client.search(relative)
+        return key, await client.read(relative)
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            results = await asyncio.gather(*(fetch(k) for k in needs))
+    except TimeoutError:
+        raise PrefetchUnavailable(
+            f"FHIR server did not answer within {timeout_s:g} s", prefetch_keys=needs
+        ) from None
+    except FhirFetchError as exc:
+        raise PrefetchUnavailable(
+            f"Could not obtain {exc.resource_type} data from fhirServer: {exc.reason}", prefetch_keys=needs
+        ) from None
+    for key, resources in results:
+        resolved.data[key] = resources
+        resolved.states[key] = "paged" if key in paged else "fetched"
+    return resolved
+
+
+def _bundle_type(bundle: Mapping[str, Any]) -> str:
+    for e in bundle.get("entry") or ():
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping):
+            return str(e["resource"].get("resourceType", "Bundle"))
+    return "Bundle"
+
+
+def _client_for(
+    request: HookRequest,
+    *,
+    http: httpx.AsyncClient,
+    allowed_servers: Sequence[str] | None,
+    max_pages: int,
+    keys: list[str],
+) -> FhirClient:
+    server = request.fhirServer
+    if not server:
+        raise PrefetchUnavailable(
+            "Required prefetch data is missing and the request names no fhirServer to fetch it from",
+            prefetch_keys=keys,
+        )
+    if allowed_servers is not None and normalise_base(server) not in {normalise_base(s) for s in allowed_servers}:
+        raise PrefetchUnavailable(
+            "fhirServer is not a FHIR server this client's issuer is trusted to send", prefetch_keys=keys
+        )
+    token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+    return FhirClient(http, base=server, token=token, max_pages=max_pages)

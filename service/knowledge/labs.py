@@ -1,0 +1,109 @@
+"""``labs.toml``: the liver-test thresholds and how a result and its upper limit of normal are read.
+
+The hepatic-interrupt rule compares the latest accepted ALT, AST and total bilirubin with a multiple
+of the ULN. Everything it needs to decide that (which statuses count, which reference range is "the"
+normal range, which unit strings mean the same quantity, an optional site default ULN) is data here,
+so a pharmacist reviews a change as a diff of this file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from service.knowledge.base import Provenance, Strict
+
+AnalyteId = Literal["alt", "ast", "bilirubin"]
+
+
+def unit_key(unit: str) -> str:
+    """Normalise a unit string for lookup: case, spaces and the micro sign variants do not matter."""
+    return re.sub(r"\s+", "", unit).replace("µ", "u").replace("μ", "u").lower()
+
+
+class UnitConversion(Strict):
+    """Unit strings that convert to the analyte's canonical unit by one factor.
+
+    Exactly one of ``multiply_by`` / ``divide_by`` (value in canonical unit = value × or ÷ factor).
+    """
+
+    units: tuple[str, ...]
+    multiply_by: float | None = Field(default=None, gt=0)
+    divide_by: float | None = Field(default=None, gt=0)
+    source: str
+    confidence: Literal["verified", "secondary", "unconfirmed"]
+
+    @model_validator(mode="after")
+    def _one_factor(self) -> UnitConversion:
+        if (self.multiply_by is None) == (self.divide_by is None):
+            raise ValueError("give exactly one of multiply_by or divide_by")
+        return self
+
+    def to_canonical(self, value: float) -> float:
+        if self.multiply_by is not None:
+            return value * self.multiply_by
+        assert self.divide_by is not None
+        return value / self.divide_by
+
+
+class Analyte(Provenance):
+    concept: str
+    """The ``codes.toml`` concept whose LOINC codes identify the result."""
+    display: str
+    """Short name shown on cards, e.g. ``ALT``."""
+    multiple_of_uln: float = Field(gt=0)
+    """The rule fires when value ÷ ULN is strictly greater than this."""
+    canonical_unit: str
+    conversions: tuple[UnitConversion, ...]
+
+    def conversion(self, unit: str) -> UnitConversion | None:
+        key = unit_key(unit)
+        for conv in self.conversions:
+            if any(unit_key(u) == key for u in conv.units):
+                return conv
+        return None
+
+
+class ResultPolicy(Provenance):
+    accepted_statuses: tuple[str, ...]
+    """Only these Observation statuses count (preliminary, cancelled, entered-in-error never do)."""
+    range_type_system: str
+    range_type_codes: tuple[str, ...]
+    """A reference range counts when its ``type`` has one of these codes (in ``range_type_system``)…"""
+    accept_untyped_range: bool
+    """…or when it has no ``type`` at all."""
+    lookback_days: float | None = Field(default=None, gt=0)
+    """When set, a governing result older than this is ignored. Unset: any age (the query bounds the data)."""
+
+
+class SiteDefaultUln(Provenance):
+    """A site's own ULN, used only when a result carries no usable reference range; the card says so."""
+
+    value: float = Field(gt=0)
+    unit: str
+
+
+class Labs(Strict):
+    results: ResultPolicy
+    analytes: Mapping[AnalyteId, Analyte]
+    site_default_uln: Mapping[AnalyteId, SiteDefaultUln] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Labs:
+        missing = {"alt", "ast", "bilirubin"} - set(self.analytes)
+        if missing:
+            raise ValueError(f"analytes: missing {', '.join(sorted(missing))}")
+        for name, default in self.site_default_uln.items():
+            analyte = self.analytes[name]
+            if analyte.conversion(default.unit) is None:
+                raise ValueError(f"site_default_uln.{name}: unit '{default.unit}' has no conversion for {name}")
+        return self
+
+    def check_concepts(self, known: Mapping[str, object]) -> None:
+        """Raise ``ValueError`` naming the key when an analyte points at a concept ``codes.toml`` lacks."""
+        for name, analyte in self.analytes.items():
+            if analyte.concept not in known:
+                raise ValueError(f"analytes.{name}.concept: unknown codes.toml concept '{analyte.concept}'")

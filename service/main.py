@@ -1,0 +1,213 @@
+"""The application factory: ``create_app(settings)``.
+
+Knowledge and card files are loaded and validated here, before the server accepts a request, so a
+bad file stops start-up with the file and key named. The lifespan opens what must be closed: the one
+``httpx.AsyncClient`` of the process and the feedback store.
+
+Middleware, outermost first: CORS (so preflights pass without a token and every response — 4xx and
+5xx included — carries the CORS headers), then request logging/metrics, then a last-resort handler
+that turns any unexpected exception into a 500 OperationOutcome (inside CORS, unlike Starlette's own).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import __version__, logs, metrics
+from service.auth import JwtVerifier, TrustedIssuers
+from service.catalog import build_catalog
+from service.errors import AuthError, CdsServiceError, InvalidRequest
+from service.knowledge import load_knowledge
+from service.pipeline import Engine
+from service.render import CardRenderer
+from service.routes import router
+from service.rules import RULE_IDS
+from service.settings import Settings, get_settings
+from service.store import CardMap, open_store
+
+log = logging.getLogger("blina_cds")
+
+
+def _outcome(status: int, code: str, message: str) -> Response:
+    body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": message}]}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/fhir+json")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    kb = load_knowledge(settings.knowledge_dir)
+    catalog = build_catalog(kb)
+    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS)
+    issuers = TrustedIssuers.from_file(settings.trusted_issuers_file) if settings.auth == "jwt" else None
+    if settings.auth == "off":
+        log.warning(
+            "AUTHENTICATION IS OFF (BLINA_CDS_AUTH=off): any caller is trusted and any fhirServer is fetched. "
+            "Development only — never run this way with patient data."
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.fhir_timeout_s),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+            trust_env=False,
+        ) as http:
+            store = open_store(settings.database_url)
+            app.state.store = store
+            app.state.verifier = (
+                JwtVerifier(issuers, http=http, leeway_s=settings.jwt_leeway_s, jku_cache_ttl_s=settings.jku_cache_ttl_s)
+                if issuers is not None
+                else None
+            )
+            app.state.engine = Engine(
+                kb=kb,
+                catalog=catalog,
+                renderer=renderer,
+                http=http,
+                card_map=CardMap(ttl_s=settings.card_map_ttl_s),
+                fhir_timeout_s=settings.fhir_timeout_s,
+                fhir_max_pages=settings.fhir_max_pages,
+            )
+            try:
+                yield
+            finally:
+                await store.close()
+
+    app = FastAPI(
+        title="blina-cds",
+        version=__version__,
+        description="CDS Hooks 2.0 service for blinatumomab (Blincyto) safety",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.public_base_url = settings.public_base_url
+    app.include_router(router)
+
+    @app.exception_handler(CdsServiceError)
+    async def _service_error(request: Request, exc: CdsServiceError) -> Response:
+        if isinstance(exc, AuthError):
+            log.warning("authentication failed", extra={"reason": exc.reason})
+        elif exc.status_code >= 400:
+            log.info("request refused", extra={"status": exc.status_code, "reason": exc.message})
+        return Response(
+            orjson.dumps(exc.operation_outcome()), status_code=exc.status_code, media_type="application/fhir+json"
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first["loc"])
+        return await _service_error(request, InvalidRequest(f"{field}: {first['msg']}", expression=[field]))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        return _outcome(exc.status_code, code, str(exc.detail))
+
+    app.add_middleware(_LastResort)
+    app.add_middleware(_AccessLog)
+    origins = settings.cors_origin_list
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept"],
+        allow_credentials=False,
+        max_age=600,
+    )
+    return app
+
+
+class _LastResort:
+    """Any exception that escaped the handlers → 500 OperationOutcome, still inside CORS."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error")
+            if started:
+                raise
+            await _outcome(500, "exception", "Internal error; the event was logged")(scope, receive, send)
+
+
+class _AccessLog:
+    """One log line and the request metrics per HTTP request, by route (never the raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/metrics"):
+            await self.app(scope, receive, send)
+            return
+        route = _route_of(scope["path"])
+        status = 500
+        begin = time.perf_counter()
+        logs.hook_instance.set(None)
+        logs.service_id.set(None)
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - begin
+            metrics.REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
+            metrics.LATENCY.labels(route=route, method=scope["method"]).observe(elapsed)
+            log.info("request", extra={"method": scope["method"], "route": route, "status": status,
+                                       "ms": round(elapsed * 1000, 1)})
+
+
+def _route_of(path: str) -> str:
+    parts = path.strip("/").split("/")
+    if parts[0] != "cds-services":
+        return "/" + parts[0] if parts[0] in ("healthz",) else "other"
+    if len(parts) == 1:
+        return "/cds-services"
+    if len(parts) == 2:
+        return "/cds-services/{id}"
+    if len(parts) == 3 and parts[2] == "feedback":
+        return "/cds-services/{id}/feedback"
+    return "other"
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn (``service.main:app_factory``, ``factory=True``): settings from the environment."""
+    settings = get_settings()
+    logs.configure_logging(settings.log_level)
+    return create_app(settings)

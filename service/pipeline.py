@@ -1,0 +1,84 @@
+"""The spine of a hook call. Read this file first.
+
+    POST /cds-services/{id}        (routes.py validated the request)
+      1. prefetch.resolve()        prefetch first; fetch only missing keys from fhirServer; 412 if impossible
+      2. build_timeline()          normalise once: orders, infusions, steroids, labs with ULN, body size, toxicity
+      3. rules.evaluate()          pure functions (timeline, knowledge) → findings; never text
+      4. renderer.render()         findings + cards/<rule-id>.toml → spec-valid cards
+      → {"cards": [...]}
+
+Nothing else calls the rules or the card templates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+
+from service import metrics
+from service.catalog import CdsService
+from service.fhir import prefetch
+from service.knowledge import Knowledge
+from service.render import CardRenderer
+from service.rules import evaluate
+from service.schemas import Card, CdsResponse, HookRequest
+from service.timeline import build_timeline, has_blinatumomab_draft
+
+if TYPE_CHECKING:
+    from service.auth import Caller
+    from service.store import CardMap
+
+log = logging.getLogger("blina_cds.pipeline")
+
+_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What every hook call needs, built once per process (``service.main``)."""
+
+    kb: Knowledge
+    catalog: Mapping[str, CdsService]
+    renderer: CardRenderer
+    http: httpx.AsyncClient
+    card_map: CardMap
+    fhir_timeout_s: float
+    fhir_max_pages: int
+
+
+async def run(service: CdsService, request: HookRequest, *, caller: Caller, engine: Engine,
+              now: dt.datetime) -> CdsResponse:
+    context = request.context
+    if service.hook in ("order-sign", "order-select") and not has_blinatumomab_draft(
+        context, engine.kb, selections_only=service.hook == "order-select"
+    ):
+        return CdsResponse(cards=[])  # not a blinatumomab order: nothing to check, nothing to fetch
+
+    resolved = await prefetch.resolve(                                                     # 1
+        service.prefetch,
+        request,
+        http=engine.http,
+        allowed_servers=caller.fhir_servers,
+        timeout_s=engine.fhir_timeout_s,
+        max_pages=engine.fhir_max_pages,
+    )
+    for state in resolved.states.values():
+        metrics.PREFETCH.labels(service=service.id, state=state).inc()
+
+    timeline = build_timeline(hook=service.hook, context=context, data=resolved.data, kb=engine.kb, now=now)  # 2
+    findings = evaluate(timeline, engine.kb, rule_ids=service.rule_ids)                    # 3
+    findings.sort(key=lambda f: _RANK[f.indicator])
+    cards: list[Card] = []
+    for finding in findings:                                                               # 4
+        card = engine.renderer.render(finding)
+        engine.card_map.remember(card.uuid, finding.rule_id, time.monotonic())
+        metrics.CARDS.labels(service=service.id, rule_id=finding.rule_id, indicator=finding.indicator).inc()
+        cards.append(card)
+    log.info("hook answered", extra={"cards": len(cards), "states": resolved.states})
+    return CdsResponse(cards=cards)

@@ -1,0 +1,196 @@
+"""CDS Hooks 2.0 wire shapes (pydantic v2).
+
+Requests are parsed strictly (a string where the spec says string, no silent coercion) and tolerate
+unknown fields: "a service must tolerate unknown context fields", and ``extension`` is a reserved
+slot on any object. Responses are built from these models and serialised with ``exclude_none`` so no
+optional field is ever ``null``; empty lists are never produced (spec: "JSON elements SHALL NOT be empty").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+# ---------------------------------------------------------------- requests
+
+
+class _Lenient(BaseModel):
+    """Strict types, unknown fields accepted (and ignored)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class FhirAuthorization(_Lenient):
+    access_token: str = Field(repr=False)
+    token_type: str
+    expires_in: StrictInt
+    scope: str
+    subject: str
+    patient: str | None = None
+
+    def __repr__(self) -> str:  # never let a token reach a log through repr()
+        return f"FhirAuthorization(token_type={self.token_type!r}, scope={self.scope!r})"
+
+    __str__ = __repr__
+
+
+class HookRequest(_Lenient):
+    """The body of ``POST /cds-services/{id}``."""
+
+    hook: str
+    hookInstance: str = Field(min_length=1)
+    fhirServer: str | None = None
+    fhirAuthorization: FhirAuthorization | None = None
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None = None
+    extension: dict[str, Any] | None = None
+
+    @field_validator("fhirServer")
+    @classmethod
+    def _absolute_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("fhirServer must be an absolute http(s) URL")
+        return v
+
+    @model_validator(mode="after")
+    def _authorization_needs_server(self) -> HookRequest:
+        # Spec: "If fhirAuthorization is provided, this field is REQUIRED."
+        if self.fhirAuthorization is not None and self.fhirServer is None:
+            raise ValueError("fhirServer is required when fhirAuthorization is present")
+        return self
+
+
+class PatientViewContext(_Lenient):
+    userId: str
+    patientId: str = Field(min_length=1)
+    encounterId: str | None = None
+
+
+class _Bundle(_Lenient):
+    resourceType: Literal["Bundle"]
+    entry: list[dict[str, Any]] | None = None
+
+
+class OrderSignContext(PatientViewContext):
+    draftOrders: _Bundle
+
+
+class OrderSelectContext(OrderSignContext):
+    selections: list[str] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------- responses
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Coding(_Out):
+    system: str
+    code: str
+    display: str | None = None
+
+
+class Source(_Out):
+    label: str
+    url: str | None = None
+    icon: str | None = None
+    topic: Coding | None = None
+
+
+class Action(_Out):
+    type: Literal["create", "update", "delete"]
+    description: str
+    resource: dict[str, Any] | None = None
+    resourceId: str | None = None
+
+
+class Suggestion(_Out):
+    label: str
+    uuid: str
+    isRecommended: bool | None = None
+    actions: list[Action] | None = Field(default=None, min_length=1)
+
+
+class Link(_Out):
+    label: str
+    url: str
+    type: Literal["absolute", "smart"]
+    appContext: str | None = None
+
+
+class Card(_Out):
+    uuid: str
+    summary: str = Field(max_length=139)  # spec: "<140-character summary"
+    detail: str | None = None
+    indicator: Literal["info", "warning", "critical"]
+    source: Source
+    suggestions: list[Suggestion] | None = Field(default=None, min_length=1)
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    overrideReasons: list[Coding] | None = Field(default=None, min_length=1)
+    links: list[Link] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _spec_invariants(self) -> Card:
+        if self.suggestions and not self.selectionBehavior:
+            raise ValueError("cds-resp-6: suggestions need selectionBehavior")
+        for reason in self.overrideReasons or ():
+            if not reason.display:
+                raise ValueError("cds-resp-4: every override reason needs a display")
+        return self
+
+
+class CdsResponse(_Out):
+    cards: list[Card]
+
+
+# ---------------------------------------------------------------- feedback
+
+
+class AcceptedSuggestion(_Lenient):
+    id: str = Field(min_length=1)
+
+
+class FeedbackCoding(_Lenient):
+    code: str
+    system: str
+    display: str | None = None
+
+
+class OverrideReason(_Lenient):
+    reason: FeedbackCoding | None = None
+    userComment: str | None = None
+
+
+class FeedbackItem(_Lenient):
+    card: str = Field(min_length=1)
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    overrideReason: OverrideReason | None = None
+    outcomeTimestamp: AwareDatetime
+
+    @field_validator("outcomeTimestamp", mode="before")
+    @classmethod
+    def _rfc3339(cls, v: Any) -> Any:
+        # strict mode would refuse the ISO string; parse it here and insist on a zone (RFC 3339 §5.6)
+        if isinstance(v, str):
+            from datetime import datetime
+
+            try:
+                return datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValueError("outcomeTimestamp must be an RFC 3339 date-time") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _accepted_needs_suggestions(self) -> FeedbackItem:
+        # Spec: acceptedSuggestions is "Required for accepted outcomes."
+        if self.outcome == "accepted" and not self.acceptedSuggestions:
+            raise ValueError("acceptedSuggestions is required when outcome is 'accepted'")
+        return self
+
+
+class FeedbackRequest(_Lenient):
+    feedback: list[FeedbackItem] = Field(min_length=1)

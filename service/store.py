@@ -1,0 +1,407 @@
+"""The feedback store: clinicians' accept/override decisions, kept durably and exactly once.
+
+CDS Hooks 2.0 lets an EHR send the same feedback "multiple times for a card or suggestion",
+in batches, and gives no response codes; a load balancer or the EHR may retry a POST. So the
+store is idempotent — every record has a ``dedupe_key`` (sha256 over what makes it the same
+decision) under a UNIQUE constraint, and inserts skip conflicts — and a batch is committed in
+one transaction before ``save()`` returns, so the route answers 200 only for feedback that is
+on disk.
+
+Two backends behind one small interface, chosen by ``BLINA_CDS_DATABASE_URL``::
+
+    open_store("sqlite:///./var/blina-cds.db")   # default; WAL + synchronous=FULL per connection
+    open_store("sqlite:///:memory:")              # tests
+    open_store("postgresql://cds@db/cds")         # replicas share it; driver is psycopg 3
+    open_store("postgresql://")                   # no host: libpq's PGHOST, PGPORT, … apply
+
+Rows hold the service, card uuid, rule id, outcome, suggestion uuids, override reason and
+comment, and two timestamps. Nothing identifies a patient: feedback carries none and none is
+added. SQLAlchemy Core with a sync engine runs in a worker thread so the event loop never
+blocks on the disk or the network.
+
+``CardMap`` (below) is the short-lived card uuid → rule id map that fills ``rule_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.types import TypeDecorator
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+OUTCOMES = frozenset({"accepted", "overridden"})
+
+DEFAULT_CARD_MAP_MAX_ENTRIES = 100_000
+
+# Arbitrary constant: serialises table creation when several replicas start at once on PostgreSQL.
+_PG_DDL_LOCK_KEY = 0x626C696E61  # "blina"
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One feedback item, as the route extracted it from the request and the card map."""
+
+    service_id: str
+    card_uuid: str
+    rule_id: str | None
+    """From the card map; None when unknown (e.g. the card was issued by another process)."""
+    outcome: str
+    """``accepted`` | ``overridden``."""
+    accepted_suggestions: tuple[str, ...]
+    """Suggestion uuids."""
+    override_reason_system: str | None
+    override_reason_code: str | None
+    override_reason_display: str | None
+    user_comment: str | None
+    outcome_timestamp: datetime
+    """Aware; the EHR's ``outcomeTimestamp``."""
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {self.outcome!r}")
+        _require_aware(self.outcome_timestamp, name="outcome_timestamp")
+
+    @property
+    def dedupe_key(self) -> str:
+        """What makes two records the same decision; the rule id is deliberately left out.
+
+        A retry that lands on another replica (whose card map does not know the card) must still
+        be recognised as the same feedback. Suggestion order and the timestamp's offset do not matter.
+        """
+        material = [
+            self.service_id,
+            self.card_uuid,
+            self.outcome,
+            self.outcome_timestamp.astimezone(UTC).isoformat(),
+            sorted(set(self.accepted_suggestions)),
+            self.override_reason_system,
+            self.override_reason_code,
+            self.user_comment,
+        ]
+        encoded = json.dumps(material, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+class FeedbackStore(Protocol):
+    async def save(self, records: Sequence[FeedbackRecord], *, received_at: datetime) -> int:
+        """Store the batch in one transaction, durably; return how many records were new."""
+        ...
+
+    async def count(self) -> int: ...
+
+    async def fetch_all(self) -> list[dict[str, Any]]:
+        """Every row, oldest first, timestamps aware UTC; for tests and operations."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on both backends.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so UTC is stored naive and the
+    zone is put back on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = _require_aware(value, name="timestamp").astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+feedback_table = Table(
+    "feedback",
+    metadata,
+    # BIGINT on PostgreSQL; SQLite only auto-increments a column declared INTEGER PRIMARY KEY.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(64), nullable=False),
+    Column("service_id", Text, nullable=False),
+    Column("card_uuid", Text, nullable=False),
+    Column("rule_id", Text, nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("accepted_suggestions", Text, nullable=False),  # JSON array of suggestion uuids
+    Column("override_reason_system", Text, nullable=True),
+    Column("override_reason_code", Text, nullable=True),
+    Column("override_reason_display", Text, nullable=True),
+    Column("user_comment", Text, nullable=True),
+    Column("outcome_timestamp", UtcDateTime(), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("dedupe_key", name="uq_feedback_dedupe_key"),
+)
+
+
+class SqlFeedbackStore:
+    """``FeedbackStore`` over a SQLAlchemy engine; each call runs in a worker thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._closed = False
+        # SQLite takes one writer at a time anyway; queueing here beats spinning on SQLITE_BUSY,
+        # and the shared in-memory connection must not be used by two threads at once.
+        self._lock: threading.Lock | None = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def create_schema(self) -> None:
+        """Create the table if missing; safe when several processes start together."""
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK_KEY})
+            conn.execute(CreateTable(feedback_table, if_not_exists=True))
+
+    async def save(self, records: Sequence[FeedbackRecord], *, received_at: datetime) -> int:
+        _require_aware(received_at, name="received_at")
+        rows = [_row(r, received_at=received_at) for r in records]
+        if not rows:
+            return 0
+        return await self._run(self._insert, rows)
+
+    async def count(self) -> int:
+        return await self._run(self._count)
+
+    async def fetch_all(self) -> list[dict[str, Any]]:
+        return await self._run(self._fetch_all)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._engine.dispose)
+
+    async def _run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._closed:
+            raise RuntimeError("the feedback store is closed")
+        lock = self._lock
+        if lock is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
+        def locked() -> T:
+            with lock:
+                return fn(*args, **kwargs)
+
+        return await asyncio.to_thread(locked)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> int:
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        # preserve_rowcount: PostgreSQL inserts carry an implicit RETURNING, which hides rowcount.
+        stmt = (
+            insert(feedback_table)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .execution_options(preserve_rowcount=True)
+        )
+        stored = 0
+        # One transaction for the batch: committed (and fsynced) when the block exits, or not at all.
+        with self._engine.begin() as conn:
+            for row in rows:
+                stored += conn.execute(stmt, row).rowcount
+        return stored
+
+    def _count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(feedback_table)).scalar_one())
+
+    def _fetch_all(self) -> list[dict[str, Any]]:
+        with self._engine.connect() as conn:
+            result = conn.execute(select(feedback_table).order_by(feedback_table.c.id))
+            rows = [dict(m) for m in result.mappings()]
+        for row in rows:
+            row["accepted_suggestions"] = json.loads(row["accepted_suggestions"])
+        return rows
+
+
+class CardMap:
+    """card uuid → rule id, with expiry after ``ttl_s`` and at most ``max_entries`` entries.
+
+    Feedback names only the card's ``uuid``; analytics want the rule id behind it. The hook
+    response is the one place that knows both, so the pipeline remembers the pair there and the
+    feedback route looks it up. The map is deliberately forgetful: it lives in one process
+    (feedback that lands on another replica, or after a restart, is stored with ``rule_id=None``
+    and never refused), entries expire after ``ttl_s`` (``BLINA_CDS_CARD_MAP_TTL_S``), and the
+    oldest are dropped beyond ``max_entries``, so memory stays bounded. Keys are random card
+    uuids and values rule ids: nothing identifies a patient.
+
+    ``now`` is a monotonic clock reading in seconds, passed in so tests control time::
+
+        cards = CardMap(ttl_s=7 * 24 * 3600)
+        cards.remember(card_uuid, "premed-missing", time.monotonic())
+        cards.rule_for(card_uuid, time.monotonic())   # "premed-missing"; None once expired
+    """
+
+    def __init__(self, *, ttl_s: float, max_entries: int = DEFAULT_CARD_MAP_MAX_ENTRIES) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        # Ordered by last remember(): with a non-decreasing clock, the front expires first.
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # Async routes call this from the event loop, but a sync route would run in a thread.
+        self._lock = threading.Lock()
+
+    def remember(self, card_uuid: str, rule_id: str, now: float) -> None:
+        """Record that ``rule_id`` issued ``card_uuid``; remembering again restarts its TTL."""
+        with self._lock:
+            self._entries[card_uuid] = (rule_id, now + self.ttl_s)
+            self._entries.move_to_end(card_uuid)
+            self._evict(now)
+
+    def rule_for(self, card_uuid: str, now: float) -> str | None:
+        """The rule id that issued ``card_uuid``, or None if unknown, expired or evicted."""
+        with self._lock:
+            entry = self._entries.get(card_uuid)
+            if entry is None:
+                return None
+            rule_id, expires_at = entry
+            if now >= expires_at:
+                del self._entries[card_uuid]
+                return None
+            return rule_id
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _evict(self, now: float) -> None:
+        while self._entries:
+            _, (_, expires_at) = next(iter(self._entries.items()))
+            if now < expires_at:
+                break
+            self._entries.popitem(last=False)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+def open_store(database_url: str) -> SqlFeedbackStore:
+    """Open the store named by ``database_url`` and create its table if missing.
+
+    Called once at start-up (it touches the database synchronously). Accepts ``sqlite:///path``,
+    ``sqlite:///:memory:``, and ``postgresql://…`` (rewritten to psycopg 3; ``postgresql+psycopg://``
+    is taken as is). Anything else is a configuration error.
+    """
+    url = engine_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(url)
+    else:
+        # pre_ping: a replica keeps working after the database restarts or drops idle connections.
+        engine = create_engine(url, pool_pre_ping=True)
+    store = SqlFeedbackStore(engine)
+    try:
+        store.create_schema()
+    except Exception:
+        engine.dispose()
+        raise
+    return store
+
+
+def engine_url(database_url: str) -> URL:
+    """The SQLAlchemy URL for ``database_url``: ``postgresql://`` gets the psycopg 3 driver."""
+    try:
+        url = make_url(database_url)
+    except Exception as exc:  # ArgumentError; the message would echo the URL, password included
+        raise ValueError("BLINA_CDS_DATABASE_URL is not a database URL") from exc
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend in ("postgresql", "postgres") and (url.drivername in ("postgresql", "postgres")
+                                                 or driver == "psycopg"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and url.drivername in ("sqlite", "sqlite+pysqlite"):
+        return url
+    raise ValueError(
+        f"unsupported database URL {url.render_as_string(hide_password=True)!r}: "
+        "use sqlite:///path or postgresql://…"
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ":memory:"
+    if database == ":memory:":
+        # One connection shared by every thread, or each worker thread would see its own empty database.
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
+    """WAL lets readers run beside the writer; FULL syncs the WAL on every commit (durable 200s).
+
+    Both are per-connection settings (WAL persists in the file, but re-asserting it is free), so
+    they are set on every new connection.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=5000")  # another process writing: wait, do not fail
+    finally:
+        cursor.close()
+
+
+def _row(record: FeedbackRecord, *, received_at: datetime) -> dict[str, Any]:
+    return {
+        "dedupe_key": record.dedupe_key,
+        "service_id": record.service_id,
+        "card_uuid": record.card_uuid,
+        "rule_id": record.rule_id,
+        "outcome": record.outcome,
+        "accepted_suggestions": json.dumps(list(record.accepted_suggestions)),
+        "override_reason_system": record.override_reason_system,
+        "override_reason_code": record.override_reason_code,
+        "override_reason_display": record.override_reason_display,
+        "user_comment": record.user_comment,
+        "outcome_timestamp": record.outcome_timestamp,
+        "received_at": received_at,
+    }
+
+
+def _require_aware(value: datetime, *, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return value

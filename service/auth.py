@@ -33,6 +33,7 @@ import asyncio
 import heapq
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -273,6 +274,8 @@ class _JkuState:
     fetched_at: float = 0.0
     attempted_at: float | None = None
     """When we last tried to fetch (success or failure); ``None``: never."""
+    generation: int = 0
+    """Bumped when a fetch finishes, so waiters can tell that one happened."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -444,18 +447,28 @@ class JwtVerifier:
         raise AuthError(f"kid {_show(kid)} not found in the issuer's keys{detail}")
 
     async def _jku_key(self, url: str, kid: str) -> TrustedKey | None:
-        """The key ``kid`` from the JWK Set at ``url``, fetching it if stale or on a rotation miss."""
-        state = self._jku.setdefault(url, _JkuState())
-        seen_attempt = state.attempted_at
-        found, must_fetch = self._lookup(state, kid)
-        if not must_fetch:
-            return found
+        """The key ``kid`` from the JWK Set at ``url``, fetching it if stale or on a rotation miss.
+
+        Concurrent requests share one fetch: whoever waits on the lock while a fetch is in flight
+        uses that fetch's outcome instead of starting another.
+        """
+        state = self._jku.get(url)
+        if state is None:
+            state = self._jku[url] = _JkuState()
+        generation = state.generation
+        if not state.lock.locked():
+            found, must_fetch = self._lookup(state, kid)
+            if not must_fetch:
+                return found
         async with state.lock:
-            if state.attempted_at != seen_attempt:  # another request fetched while we waited
+            if state.generation != generation:  # a fetch finished while we waited: use its outcome
                 found, _ = self._lookup(state, kid, rate_limited=True)
                 return found
             state.attempted_at = started = self._clock()
-            keys = await self._fetch_jwks(url)
+            try:
+                keys = await self._fetch_jwks(url)
+            finally:
+                state.generation += 1
             state.keys = keys
             state.fetched_at = started
             return keys.get(kid)
@@ -525,8 +538,8 @@ def _numeric_claim(claims: Mapping[str, Any], name: str) -> float:
     value = claims.get(name)
     if value is None:
         raise AuthError(f"{name} missing")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise AuthError(f"{name} is not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AuthError(f"{name} is not a finite number")
     return float(value)
 
 

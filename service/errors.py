@@ -6,9 +6,10 @@ The tree::
       ├─ InvalidRequest        → 400     malformed JSON, missing or mistyped field, hook ≠ service
       ├─ AuthError             → 401     any JWT check failed; the body never says which
       ├─ UnknownService        → 404     no service with that id
-      └─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
-                                         because it cannot access the FHIR server … SHALL respond with
-                                         an HTTP 412 Precondition Failed status code."
+      ├─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
+      │                                  because it cannot access the FHIR server … SHALL respond with
+      │                                  an HTTP 412 Precondition Failed status code."
+      └─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged
     KnowledgeError                       bad knowledge or card file; stops start-up, never a request
 
 Each error carries its context as keyword-only attributes, and each is turned into a FHIR
@@ -102,6 +103,16 @@ class PrefetchUnavailable(CdsServiceError):
     def __init__(self, message: str, *, prefetch_keys: list[str]) -> None:
         super().__init__(message, expression=[f"prefetch.{k}" for k in prefetch_keys])
         self.prefetch_keys = prefetch_keys
+
+
+class StoreUnavailable(CdsServiceError):
+    """The feedback store could not commit; the client may retry (feedback is idempotent)."""
+
+    status_code = 503
+    issue_code = "transient"
+
+    def __init__(self) -> None:
+        super().__init__("Feedback could not be stored; nothing was recorded, please retry")
 
 
 class KnowledgeError(Exception):

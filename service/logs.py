@@ -52,4 +52,3 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log prints full paths and client addresses; our middleware logs routes instead.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx logs full URLs (patient ids) at INFO

@@ -51,7 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     kb = load_knowledge(settings.knowledge_dir)
     catalog = build_catalog(kb)
     renderer = CardRenderer.load(settings.cards_dir, RULE_IDS)
-    issuers = TrustedIssuers.from_file(settings.trusted_issuers_file) if settings.auth == "jwt" else None
+    issuers = (
+        TrustedIssuers.from_file(settings.trusted_issuers_file)
+        if settings.auth == "jwt" and settings.trusted_issuers_file is not None
+        else None
+    )
     if settings.auth == "off":
         log.warning(
             "AUTHENTICATION IS OFF (BLINA_CDS_AUTH=off): any caller is trusted and any fhirServer is fetched. "
@@ -69,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store = open_store(settings.database_url)
             app.state.store = store
             app.state.verifier = (
-                JwtVerifier(issuers, http=http, leeway_s=settings.jwt_leeway_s, jku_cache_ttl_s=settings.jku_cache_ttl_s)
+                JwtVerifier(
+                    issuers, http=http, leeway_s=settings.jwt_leeway_s, jku_cache_ttl_s=settings.jku_cache_ttl_s
+                )
                 if issuers is not None
                 else None
             )

@@ -174,7 +174,9 @@ def _compile(
             compile_text("suggestion.label", suggestion.get("label")) if isinstance(suggestion, Mapping) else None
         ),
         action_descriptions={
-            key: compile_text(f"actions.{key}.description", spec.get("description") if isinstance(spec, Mapping) else None)
+            key: compile_text(
+                f"actions.{key}.description", spec.get("description") if isinstance(spec, Mapping) else None
+            )
             for key, spec in actions.items()
         },
     )

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Annotated, Any, TypeVar
 
@@ -17,12 +18,13 @@ from pydantic import BaseModel, ValidationError
 from service import logs, metrics, pipeline
 from service.auth import Caller
 from service.catalog import CdsService
-from service.errors import InvalidRequest, UnknownService
+from service.errors import InvalidRequest, StoreUnavailable, UnknownService
 from service.pipeline import Engine
 from service.schemas import FeedbackRequest, HookRequest
 from service.store import FeedbackRecord, FeedbackStore
 
 router = APIRouter()
+log = logging.getLogger("blina_cds.routes")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -91,24 +93,28 @@ async def feedback(service_id: str, request: Request, caller: CallerDep, engine:
     logs.service_id.set(service.id)
     body = _validated(FeedbackRequest, await _json(request))
     mono = time.monotonic()
-    records = [
-        FeedbackRecord(
-            service_id=service.id,
-            card_uuid=item.card,
-            rule_id=engine.card_map.rule_for(item.card, mono),
-            outcome=item.outcome,
-            accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
-            override_reason_system=item.overrideReason.reason.system if item.overrideReason and item.overrideReason.reason else None,
-            override_reason_code=item.overrideReason.reason.code if item.overrideReason and item.overrideReason.reason else None,
-            override_reason_display=(
-                item.overrideReason.reason.display if item.overrideReason and item.overrideReason.reason else None
-            ),
-            user_comment=item.overrideReason.userComment if item.overrideReason else None,
-            outcome_timestamp=item.outcomeTimestamp,
+    records = []
+    for item in body.feedback:
+        reason = item.overrideReason.reason if item.overrideReason else None
+        records.append(
+            FeedbackRecord(
+                service_id=service.id,
+                card_uuid=item.card,
+                rule_id=engine.card_map.rule_for(item.card, mono),
+                outcome=item.outcome,
+                accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
+                override_reason_system=reason.system if reason else None,
+                override_reason_code=reason.code if reason else None,
+                override_reason_display=reason.display if reason else None,
+                user_comment=item.overrideReason.userComment if item.overrideReason else None,
+                outcome_timestamp=item.outcomeTimestamp,
+            )
         )
-        for item in body.feedback
-    ]
-    stored = await store.save(records, received_at=now)  # committed before we answer
+    try:
+        stored = await store.save(records, received_at=now)  # committed before we answer
+    except Exception:
+        log.exception("feedback store failed", extra={"count": len(records)})
+        raise StoreUnavailable() from None
     for r in records:
         metrics.FEEDBACK.labels(service=service.id, outcome=r.outcome).inc()
     return JSONResponse({"received": len(records), "stored": stored})

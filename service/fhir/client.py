@@ -22,6 +22,8 @@ import orjson
 from service import metrics
 
 log = logging.getLogger("blina_cds.fhir")
+# httpx logs every request URL at INFO, and our URLs carry the patient id: keep it to warnings and above.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -179,5 +181,5 @@ def searchset_resources(bundle: Mapping[str, Any], *, resource_type: str) -> lis
 def next_link(bundle: Mapping[str, Any], *, base: str) -> str | None:
     for link in bundle.get("link") or ():
         if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return urljoin(base + "/", link["url"])
+            return urljoin(base + "/", str(link["url"]))
     return None

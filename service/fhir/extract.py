@@ -100,7 +100,7 @@ def reference_id(ref: Any, resource_type: str | None = None) -> str | None:
         return None
     if resource_type and parts[-2] != resource_type:
         return None
-    return parts[-1]
+    return str(parts[-1])
 
 
 def relative_ref(resource: Mapping[str, Any]) -> str:

@@ -18,6 +18,12 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import KnowledgeError
 from service.knowledge.codes import Codes
+from service.knowledge.dosing import Dosing
+from service.knowledge.labs import Labs
+from service.knowledge.policy import Policy
+from service.knowledge.premedication import Premedication
+from service.knowledge.regimens import Regimens
+from service.knowledge.toxicity import Toxicity
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,9 +49,53 @@ class Knowledge:
     """Everything the rules know, validated. Built once per process by :func:`load_knowledge`."""
 
     codes: Codes
+    labs: Labs
+    toxicity: Toxicity
+    regimens: Regimens
+    premedication: Premedication
+    dosing: Dosing
+    policy: Policy
 
 
 def load_knowledge(directory: Path) -> Knowledge:
+    codes = _load_file(directory, "codes", Codes)
     return Knowledge(
-        codes=_load_file(directory, "codes", Codes),
+        codes=codes,
+        labs=_load_file(directory, "labs", Labs).checked(codes),
+        toxicity=_load_file(directory, "toxicity", Toxicity).checked(codes),
+        **_medication_knowledge(directory, codes),
     )
+
+
+def _medication_knowledge(directory: Path, codes: Codes) -> dict[str, Any]:
+    """The medication side (regimens, premedication, dosing, policy), cross-checked against each other."""
+    regimens = _load_file(directory, "regimens", Regimens)
+    premed = _load_file(directory, "premedication", Premedication)
+    for i, m in enumerate(regimens.reason_map):
+        if m.system not in codes.code_systems:
+            raise KnowledgeError(f"unknown code system key '{m.system}'", file="regimens.toml", key=f"reason_map.{i}")
+    for name in regimens.regimens:
+        for group in ("adult", "pediatric"):
+            if not any(r.regimen == name and r.age_group == group for r in premed.requirements):
+                raise KnowledgeError(f"no {group} requirement for regimen '{name}'", file="premedication.toml",
+                                     key="requirements")
+    for i, r in enumerate(premed.requirements):
+        if r.regimen not in regimens.regimens:
+            raise KnowledgeError(f"unknown regimen '{r.regimen}'", file="premedication.toml",
+                                 key=f"requirements.{i}.regimen")
+        if r.agent not in codes.concepts or not codes.concepts[r.agent].codings:
+            raise KnowledgeError(f"agent '{r.agent}' is not a coded concept in codes.toml", file="premedication.toml",
+                                 key=f"requirements.{i}.agent")
+    for name in premed.label_equivalence.regimens:
+        if name not in regimens.regimens:
+            raise KnowledgeError(f"unknown regimen '{name}'", file="premedication.toml",
+                                 key="label_equivalence.regimens")
+    if premed.iv_route.system not in codes.code_systems:
+        raise KnowledgeError(f"unknown code system key '{premed.iv_route.system}'", file="premedication.toml",
+                             key="iv_route.system")
+    return {
+        "regimens": regimens,
+        "premedication": premed,
+        "dosing": _load_file(directory, "dosing", Dosing),
+        "policy": _load_file(directory, "policy", Policy),
+    }

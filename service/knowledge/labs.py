@@ -14,7 +14,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from service.errors import KnowledgeError
 from service.knowledge.base import Provenance, Strict
+from service.knowledge.codes import Codes
 
 AnalyteId = Literal["alt", "ast", "bilirubin"]
 
@@ -102,8 +104,10 @@ class Labs(Strict):
                 raise ValueError(f"site_default_uln.{name}: unit '{default.unit}' has no conversion for {name}")
         return self
 
-    def check_concepts(self, known: Mapping[str, object]) -> None:
-        """Raise ``ValueError`` naming the key when an analyte points at a concept ``codes.toml`` lacks."""
+    def checked(self, codes: Codes) -> Labs:
+        """This file, after checking every analyte names a ``codes.toml`` concept (else start-up stops)."""
         for name, analyte in self.analytes.items():
-            if analyte.concept not in known:
-                raise ValueError(f"analytes.{name}.concept: unknown codes.toml concept '{analyte.concept}'")
+            if analyte.concept not in codes.concepts:
+                raise KnowledgeError(f"unknown codes.toml concept '{analyte.concept}'", file="labs.toml",
+                                     key=f"analytes.{name}.concept")
+        return self

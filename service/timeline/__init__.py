@@ -10,9 +10,16 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.fhir.extract import bundle_resources
+from service.fhir.extract import bundle_resources, relative_ref
 from service.knowledge import Knowledge
+from service.timeline.administrations import build_infusions, build_steroids
+from service.timeline.body import build_body
+from service.timeline.course import build_positions
+from service.timeline.labs import build_labs
 from service.timeline.model import HookName, Timeline
+from service.timeline.orders import build_orders
+from service.timeline.regimen import determine_regimen
+from service.timeline.toxicity import build_toxicities
 
 __all__ = ["Timeline", "build_timeline", "draft_resources", "has_blinatumomab_draft"]
 
@@ -50,5 +57,80 @@ def build_timeline(
     kb: Knowledge,
     now: dt.datetime,
 ) -> Timeline:
-    """``data`` maps each prefetch key to its resources (already resolved; ``null`` became ``[]``)."""
-    return Timeline(now=now, hook=hook)
+    """``data`` maps each prefetch key to its resources (already resolved; ``null`` became ``[]``).
+
+    Resources are pooled by ``resourceType`` whatever key brought them (an EHR may answer one query with
+    several types) and de-duplicated by (type, id); the drafts of ``context.draftOrders`` stay apart.
+    """
+    pool = _pool(data)
+    drafts = draft_resources(context)
+    draft_ids = {relative_ref(r) for r in drafts}
+    patients = pool.get("Patient", [])
+    patient_id = context.get("patientId")
+    patient = next((p for p in patients if p.get("id") == patient_id), patients[0] if patients else None)
+    medications = {str(m.get("id")): m for m in pool.get("Medication", [])}
+    observations = pool.get("Observation", [])
+    administrations = pool.get("MedicationAdministration", [])
+    stored_requests = [r for r in pool.get("MedicationRequest", []) if relative_ref(r) not in draft_ids]
+
+    body = build_body(observations, patient, kb=kb, now=now)
+    selections = context.get("selections")
+    orders = build_orders(
+        drafts, stored_requests, hook=hook,
+        selections=[s for s in selections if isinstance(s, str)] if isinstance(selections, list) else None,
+        medications=medications, body=body, kb=kb,
+    )
+    infusions = build_infusions(administrations, medications=medications, body=body, kb=kb, now=now)
+    steroids = build_steroids(
+        administrations, [*((r, True) for r in drafts), *((r, False) for r in stored_requests)],
+        medications=medications, body=body, kb=kb,
+    )
+    labs = build_labs(observations, kb=kb, now=now, patient_age_years=body.age_years)
+    toxicities = build_toxicities(
+        observations=observations, conditions=pool.get("Condition", []),
+        adverse_events=pool.get("AdverseEvent", []), administrations=administrations, kb=kb, now=now,
+    )
+    regimen = determine_regimen(orders, pool.get("Condition", []), kb=kb)
+    positions = build_positions(
+        orders, infusions, spec=kb.regimens.regimens[regimen.id], kb=kb, toxicities=toxicities, now=now,
+    )
+    return Timeline(
+        now=now,
+        hook=hook,
+        patient_id_present=patient is not None,
+        orders=orders,
+        infusions=infusions,
+        steroids=steroids,
+        body=body,
+        regimen=regimen,
+        positions=positions,
+        labs=labs,
+        toxicities=toxicities,
+    )
+
+
+def _pool(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Resources by type, first copy of each (type, id) kept; Bundles in the data are opened."""
+    pool: dict[str, list[Mapping[str, Any]]] = {}
+    seen: set[str] = set()
+
+    def add(resource: Mapping[str, Any]) -> None:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            return
+        if rtype == "Bundle":
+            for inner in bundle_resources(resource):
+                add(inner)
+            return
+        ref = relative_ref(resource)
+        if resource.get("id") is not None:
+            if ref in seen:
+                return
+            seen.add(ref)
+        pool.setdefault(rtype, []).append(resource)
+
+    for resources in data.values():
+        for resource in resources or ():
+            if isinstance(resource, Mapping):
+                add(resource)
+    return pool

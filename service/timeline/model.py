@@ -29,7 +29,7 @@ class DailyDose:
 
     ug_per_day: float | None
     basis: str
-    """How it was derived: ``rateQuantity``, ``rateRatio``, ``doseQuantity/duration``, ``doseQuantity/day``, ``text``…"""
+    """How it was derived: ``rateQuantity``, ``rateRatio``, ``doseQuantity/duration``, ``doseQuantity/day``…"""
     display: str
     """As ordered, e.g. ``"28 ug/d"`` or ``"5 mL/h"``."""
     ug_per_m2_per_day: float | None = None
@@ -89,6 +89,9 @@ class SteroidEvent:
     dose_mg: float | None
     route: str | None
     draft: bool = False
+    dose_mg_per_m2: float | None = None
+    """A BSA-based steroid dose (``mg/m2``); ``dose_mg`` is then filled only when a BSA is known."""
+    status: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class BodySize:
     bsa_m2: float | None = None
     bsa_method: Literal["observation", "mosteller"] | None = None
     age_years: float | None = None
+    height_at: dt.datetime | None = None
+    bsa_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,15 @@ class CoursePosition:
     cycle_start: dt.datetime | None = None
     interruption: Interruption | None = None
     previous_cycle_end: dt.datetime | None = None
+    previous_cycle_complete: bool = False
+    """The previous cycle reached its last infusion day (a TFI applies only after a completed cycle)."""
+    ae_restart_at: dt.datetime | None = None
+    """The latest restart after an adverse-event interruption in this cycle (the 7-day escalation hold)."""
+    derived_cycle: int | None = None
+    derived_day: int | None = None
+    """What history alone says when the order text named the cycle (``cycle-new-required`` compares them)."""
+    date_only: bool = False
+    """A time this position rests on arrived as a bare date: interval rules must not guess."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,8 @@ class LabResult:
     ratio: float | None
     """value ÷ ULN in the same unit; ``None`` when not evaluable (``problem`` says why)."""
     problem: str | None = None
+    uln_unit: str | None = None
+    """The unit of ``uln`` as given (the range's or the site default's), which may differ from ``unit``."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +197,7 @@ class Timeline:
     body: BodySize = field(default_factory=BodySize)
     regimen: Regimen = field(default_factory=lambda: Regimen(id="relapsed-refractory", why="default"))
     positions: Mapping[str, CoursePosition] = field(default_factory=dict)
-    """Course position of each in-focus order (by ``BlinOrder.ref``), and of the running infusion under ``"current"``."""
+    """Course position of each in-focus order (by ``BlinOrder.ref``); the running infusion's under ``"current"``."""
     labs: tuple[LabResult, ...] = ()
     toxicities: tuple[ToxicityRecord, ...] = ()
 

@@ -1,0 +1,37 @@
+# blina-cds container image.
+# Not built in this project's CI (no Docker engine there); keep it small and obviously correct.
+FROM python:3.11-slim
+
+# No .pyc files at runtime, unbuffered logs straight to stdout (the service logs JSON lines).
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, so a code change does not reinstall them (pinned in pyproject.toml).
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY cards ./cards
+RUN pip install . \
+    && useradd --system --uid 10001 --home-dir /app blina \
+    && mkdir -p /app/var \
+    && chown blina /app/var
+
+# Card wording and knowledge can be replaced by mounting a site's copies and pointing these at them.
+ENV BLINA_CDS_HOST=0.0.0.0 \
+    BLINA_CDS_PORT=8000 \
+    BLINA_CDS_WORKERS=2 \
+    BLINA_CDS_CARDS_DIR=/app/cards \
+    BLINA_CDS_DATABASE_URL=sqlite:////app/var/blina-cds.db
+
+USER blina
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
+
+# AUTH defaults to jwt: mount a trusted-issuers file and set BLINA_CDS_TRUSTED_ISSUERS_FILE and
+# BLINA_CDS_PUBLIC_BASE_URL (the URL the EHR calls, used for the JWT aud check).
+CMD ["blina-cds", "serve"]

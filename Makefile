@@ -1,0 +1,64 @@
+# blina-cds — the two commands a fresh machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+FHIR_VENV := .venv-fhir
+PY := $(VENV)/bin/python
+PIP_FLAGS := --disable-pip-version-check -q
+
+.PHONY: install install-test run test test-fast lint bench fhir-server fhir-dev postgres clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[test]'
+	touch $@
+
+## install: create .venv and install the service
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## run: start the service on http://127.0.0.1:8000 (development: no JWT, CORS open, SQLite under ./var/)
+run: install
+	mkdir -p var
+	BLINA_CDS_AUTH=$${BLINA_CDS_AUTH:-off} $(VENV)/bin/blina-cds serve
+
+# The real FHIR R4 server for integration tests, in its own venv so its pins never constrain ours.
+$(FHIR_VENV)/.installed:
+	test -x $(FHIR_VENV)/bin/python || $(PYTHON) -m venv $(FHIR_VENV)
+	$(FHIR_VENV)/bin/python -m pip install $(PIP_FLAGS) sekmet-fhir==0.1.1
+	touch $@
+
+fhir-server: $(FHIR_VENV)/.installed
+
+## fhir-dev: run the test FHIR server on http://127.0.0.1:8091/fhir (for the Sandbox and `blina-cds examples load`)
+fhir-dev: fhir-server
+	mkdir -p var/fhir-data
+	printf 'base_url: http://127.0.0.1:8091/fhir\nhost: 127.0.0.1\nport: 8091\ndata_dir: var/fhir-data\nsimulator:\n  enabled: false\nlog_inbound: false\n' > var/fhir-settings.yaml
+	$(FHIR_VENV)/bin/sekmet serve -c var/fhir-settings.yaml
+
+## postgres: PostgreSQL from Debian (pg_virtualenv gives each test run a throw-away cluster)
+postgres:
+	@command -v pg_virtualenv >/dev/null || { \
+	  echo "installing PostgreSQL from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-common >/dev/null; }
+
+## test: install what the tests need and run the whole suite (SQLite and PostgreSQL backends, real FHIR server)
+test: install-test fhir-server postgres
+	pg_virtualenv sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// $(PY) -m pytest $(PYTEST_ARGS)'
+
+## test-fast: unit tests only (no FHIR server, no PostgreSQL)
+test-fast: install-test
+	$(PY) -m pytest -m "not fhir_server and not postgres" $(PYTEST_ARGS)
+
+## lint: ruff and mypy --strict
+lint: install-test
+	$(VENV)/bin/ruff check service tests fhir_examples
+	$(VENV)/bin/mypy service
+
+clean:
+	rm -rf $(VENV) $(FHIR_VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info

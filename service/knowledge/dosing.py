@@ -1,0 +1,62 @@
+"""``dosing.toml``: weight band, BSA, freshness, absolute maximum, unit arithmetic, bags, interruptions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+
+from service.knowledge.base import Provenance, Strict
+
+
+class WeightBand(Provenance):
+    threshold_kg: PositiveFloat
+    straddle_window_hours: PositiveFloat
+
+
+class Bsa(Provenance):
+    tolerance_pct: PositiveFloat
+    mosteller_divisor: PositiveFloat
+
+
+class Freshness(Provenance):
+    weight_days: PositiveInt
+
+
+class Limits(Provenance):
+    absolute_max_ug_per_day: PositiveFloat
+    fixed_dose_compare_decimals: NonNegativeInt
+
+
+class InterruptionPolicy(Provenance):
+    restart_threshold_minutes: PositiveInt
+
+
+class Bags(Provenance):
+    durations_hours: tuple[PositiveFloat, ...]
+
+
+class Units(Provenance):
+    aliases: Mapping[str, str]
+    mass_to_ug: Mapping[str, PositiveFloat]
+    steroid_mass_to_mg: Mapping[str, PositiveFloat]
+    per_time_to_per_day: Mapping[str, PositiveFloat]
+    duration_to_hours: Mapping[str, PositiveFloat]
+    weight_to_kg: Mapping[str, PositiveFloat]
+    height_to_cm: Mapping[str, PositiveFloat]
+
+    def norm(self, unit: str) -> str:
+        """``"mcg/day"`` → ``"ug/d"``: lower-case, no spaces, each ``/``-part through ``aliases``."""
+        cleaned = unit.strip().replace(" ", "").replace("(", "").replace(")", "")
+        parts = [self.aliases.get(p, self.aliases.get(p.lower(), p.lower())) for p in cleaned.split("/")]
+        return "/".join(parts)
+
+
+class Dosing(Strict):
+    weight_band: WeightBand
+    bsa: Bsa
+    freshness: Freshness
+    limits: Limits
+    interruption: InterruptionPolicy
+    bags: Bags
+    units: Units

@@ -1,0 +1,107 @@
+"""``regimens.toml``: the per-cycle dose schedule of each blinatumomab regimen and the cycle rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from service.knowledge.base import Provenance, Strict
+
+
+class ScheduleRow(Strict):
+    """Doses for a range of cycles and days (both inclusive)."""
+
+    cycles: tuple[PositiveInt, PositiveInt]
+    days: tuple[PositiveInt, PositiveInt]
+    ug_per_day: PositiveFloat
+    ug_per_m2_per_day: PositiveFloat
+    cap_ug_per_day: PositiveFloat
+
+    def covers(self, cycle: int, day: int) -> bool:
+        return self.cycles[0] <= cycle <= self.cycles[1] and self.days[0] <= day <= self.days[1]
+
+
+class TreatmentFree(Strict):
+    after_cycles: tuple[PositiveInt, PositiveInt]
+    days: PositiveInt
+
+
+class RegimenSpec(Provenance):
+    label: str
+    canonical: str
+    max_cycles: PositiveInt
+    step_cycle: PositiveInt | None = None
+    step_day: PositiveInt | None = None
+    schedule: tuple[ScheduleRow, ...]
+    treatment_free: tuple[TreatmentFree, ...]
+
+    def row(self, cycle: int, day: int) -> ScheduleRow | None:
+        """The schedule row for a cycle and day (``None`` beyond the last cycle or day)."""
+        return next((r for r in self.schedule if r.covers(cycle, day)), None)
+
+    def tfi_days(self, after_cycle: int) -> int | None:
+        return next((t.days for t in self.treatment_free if t.after_cycles[0] <= after_cycle <= t.after_cycles[1]),
+                    None)
+
+    def is_step(self, cycle: int, day: int) -> bool:
+        return self.step_cycle == cycle and self.step_day == day
+
+
+class CycleRules(Provenance):
+    cycle_days: PositiveInt
+    new_cycle_gap_days: PositiveInt
+    same_cycle_max_hours: PositiveInt
+
+
+class AeRestart(Provenance):
+    ug_per_day: PositiveFloat
+    ug_per_m2_per_day: PositiveFloat
+    cap_ug_per_day: PositiveFloat
+    escalate_after_days: PositiveInt
+
+
+class ReasonMapping(Provenance):
+    system: str
+    """A key of ``codes.toml`` ``[code_systems]``."""
+    code: str
+    regimen: str
+
+
+class Regimens(Strict):
+    default_regimen: str
+    reason_map: tuple[ReasonMapping, ...] = ()
+    cycle_rules: CycleRules
+    ae_restart: AeRestart
+    regimens: Mapping[str, RegimenSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Regimens:
+        if self.default_regimen not in self.regimens:
+            raise ValueError(f"default_regimen '{self.default_regimen}' is not a [regimens.*] table")
+        canonicals: set[str] = set()
+        for name, spec in self.regimens.items():
+            if spec.canonical in canonicals:
+                raise ValueError(f"regimens.{name}.canonical '{spec.canonical}' is used twice")
+            canonicals.add(spec.canonical)
+            if (spec.step_cycle is None) != (spec.step_day is None):
+                raise ValueError(f"regimens.{name}: step_cycle and step_day go together")
+            for row in spec.schedule:
+                if row.cycles[0] > row.cycles[1] or row.days[0] > row.days[1]:
+                    raise ValueError(f"regimens.{name}.schedule: a range runs backwards")
+                if row.ug_per_day > row.cap_ug_per_day:
+                    raise ValueError(f"regimens.{name}.schedule: ug_per_day above cap_ug_per_day")
+            for cycle in range(1, spec.max_cycles + 1):
+                for day in range(1, self.cycle_rules.cycle_days + 1):
+                    if spec.row(cycle, day) is None:
+                        raise ValueError(f"regimens.{name}.schedule: no dose for cycle {cycle} day {day}")
+                if spec.tfi_days(cycle) is None:
+                    raise ValueError(f"regimens.{name}.treatment_free: no interval after cycle {cycle}")
+        for i, m in enumerate(self.reason_map):
+            if m.regimen not in self.regimens:
+                raise ValueError(f"reason_map.{i}.regimen '{m.regimen}' is not a [regimens.*] table")
+        return self
+
+    def by_canonical(self, url: str) -> str | None:
+        base = url.split("|", 1)[0]
+        return next((name for name, spec in self.regimens.items() if spec.canonical == base), None)

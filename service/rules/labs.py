@@ -1,0 +1,106 @@
+"""Liver-test rules: hepatic-interrupt and lab-unevaluable.
+
+The label: interrupt blinatumomab if the transaminases rise to greater than 5 times the upper limit of
+normal or bilirubin to more than 3 times. The timeline already holds, per analyte, the latest accepted
+result and the ratio to its ULN (``service.timeline.labs``); these rules compare the ratio with the
+knowledge's multiple and report what they used. An earlier breach that has since normalised is not
+the latest result, so it gives no card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+from service.knowledge import Knowledge
+from service.rules.base import Finding
+from service.rules.suggestions import remove_order
+from service.timeline.model import LabResult, Timeline
+
+_UNEVALUABLE = ("no-uln", "uln-ambiguous", "unit-not-convertible")
+
+
+def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
+    yield from hepatic_interrupt(timeline, kb)
+    yield from lab_unevaluable(timeline, kb)
+
+
+def hepatic_interrupt(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
+    """When the latest accepted ALT or AST is more than 5×ULN, or total bilirubin more than 3×ULN
+    (strictly greater; the multiples come from ``labs.toml``),
+    Then one critical finding lists every breach; at order-sign/order-select it suggests removing each
+    draft blinatumomab order in focus.
+    """
+    breaches = [
+        lab for lab in timeline.labs
+        if lab.ratio is not None and lab.ratio > kb.labs.analytes[lab.analyte].multiple_of_uln
+    ]
+    if not breaches:
+        return
+    removable = [o for o in timeline.focus_orders if o.draft] if timeline.hook != "patient-view" else []
+    facts: dict[str, Any] = {
+        "breaches": [_lab_facts(lab, kb) for lab in breaches],
+        "uses_site_default": any(lab.uln_source == "site-default" for lab in breaches),
+        "orders": [o.ref for o in removable],
+        **course_position_facts(timeline),
+    }
+    yield Finding(
+        rule_id="hepatic-interrupt",
+        indicator="critical",
+        facts=facts,
+        actions=tuple(remove_order(o) for o in removable),
+        about=breaches[0].ref,
+    )
+
+
+def lab_unevaluable(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
+    """When the latest ALT, AST or total bilirubin has no usable ULN (no normal reference range and no
+    site default, or ranges that disagree) or a unit that cannot be converted to its ULN's unit,
+    Then one warning lists those results (the ×ULN threshold cannot be checked).
+    """
+    problems = [lab for lab in timeline.labs if lab.problem in _UNEVALUABLE]
+    if not problems:
+        return
+    yield Finding(
+        rule_id="lab-unevaluable",
+        indicator="warning",
+        facts={"labs": [_lab_facts(lab, kb) for lab in problems], **course_position_facts(timeline)},
+        about=problems[0].ref,
+    )
+
+
+def _lab_facts(lab: LabResult, kb: Knowledge) -> dict[str, Any]:
+    analyte = kb.labs.analytes[lab.analyte]
+    return {
+        "analyte": lab.analyte,
+        "display": analyte.display,
+        "value": number(lab.value),
+        "unit": lab.unit,
+        "uln": number(lab.uln),
+        "uln_unit": lab.uln_unit,
+        "uln_source": lab.uln_source,
+        "ratio": round(lab.ratio, 2) if lab.ratio is not None else None,
+        "limit": number(analyte.multiple_of_uln),
+        "at": when(lab.at),
+        "ref": lab.ref,
+        "problem": lab.problem,
+    }
+
+
+def course_position_facts(timeline: Timeline) -> dict[str, Any]:
+    """``cycle``/``day`` of the order in focus (else of the running infusion), ``None`` when unknown."""
+    position = next((timeline.positions[o.ref] for o in timeline.focus_orders if o.ref in timeline.positions),
+                    timeline.positions.get("current"))
+    return {"cycle": position.cycle if position else None, "day": position.day if position else None}
+
+
+def number(value: float | None) -> float | int | None:
+    """A value for display: integral floats as ints (``9`` not ``9.0``), others to 2 decimals."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else round(value, 2)
+
+
+def when(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="minutes") if value is not None else None

@@ -1,0 +1,178 @@
+"""Administrations on the timeline: blinatumomab infusion periods and steroid doses.
+
+A blinatumomab MedicationAdministration is one bag or a run of bags (``effectivePeriod``); gaps between
+periods are the interruptions the course builder reads. ``not-done`` and ``entered-in-error`` records
+never happened and are dropped; ``in-progress`` is running; ``on-hold`` and ``stopped`` end an infusion,
+and their ``statusReason`` may say why (overdose, flushed line, adverse event — the restart rules differ).
+Steroids come from administrations and orders (drafts too): each is a candidate premedication.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, cast
+
+from service.fhir.extract import parse_instant, relative_ref, texts
+from service.knowledge import Knowledge
+from service.timeline.dose import (
+    BodyBasis,
+    concentration_ug_per_ml,
+    daily_dose,
+    is_blinatumomab,
+    medication_concept,
+    quantity_unit,
+    referenced_medication,
+    steroid_agent,
+)
+from service.timeline.model import BodySize, InfusionPeriod, SteroidEvent
+from service.timeline.orders import order_start
+
+_IGNORED = ("not-done", "entered-in-error")
+StopReason = Literal["overdose", "flush", "adverse-event"]
+
+
+def build_infusions(
+    administrations: Iterable[Mapping[str, Any]],
+    *,
+    medications: Mapping[str, Mapping[str, Any]],
+    body: BodySize,
+    kb: Knowledge,
+    now: dt.datetime,
+) -> tuple[InfusionPeriod, ...]:
+    """Blinatumomab infusion periods, oldest first."""
+    basis = BodyBasis(bsa_m2=body.bsa_m2, weight_kg=body.weight_kg)
+    out: list[InfusionPeriod] = []
+    for ma in administrations:
+        if ma.get("resourceType") != "MedicationAdministration" or ma.get("status") in _IGNORED:
+            continue
+        if not is_blinatumomab(medication_concept(ma, medications), kb):
+            continue
+        period = _period(ma)
+        if period is None:
+            continue
+        start, end, date_only = period
+        status = str(ma.get("status", ""))
+        if status == "in-progress" and (end is None or end > now):
+            end = None
+        elif end is None and status != "in-progress":
+            end = start  # stopped or completed with no end recorded: the stop time is unknown; never extend it
+        dosage = ma.get("dosage") if isinstance(ma.get("dosage"), Mapping) else {}
+        assert isinstance(dosage, Mapping)
+        entries: list[Mapping[str, Any]] = []
+        for key in ("rateQuantity", "rateRatio"):
+            if isinstance(dosage.get(key), Mapping):
+                entries.append({key: dosage[key]})
+        if isinstance(dosage.get("dose"), Mapping):
+            entries.append({"doseQuantity": dosage["dose"]})
+        hours = (end - start).total_seconds() / 3600 if end is not None and end > start else None
+        dose = daily_dose(
+            entries, kb=kb, text=dosage.get("text") if isinstance(dosage.get("text"), str) else None, body=basis,
+            concentration_ug_per_ml=concentration_ug_per_ml(referenced_medication(ma, medications), kb),
+            period_hours=hours,
+        )
+        out.append(InfusionPeriod(
+            ref=relative_ref(ma),
+            start=start,
+            end=end,
+            status=status,
+            ug_per_day=dose.ug_per_day,
+            stop_reason=stop_reason(ma, kb),
+            date_only=date_only,
+        ))
+    out.sort(key=lambda p: p.start)
+    return tuple(out)
+
+
+def _period(ma: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime | None, bool] | None:
+    period = ma.get("effectivePeriod")
+    if isinstance(period, Mapping):
+        start, end = parse_instant(period.get("start")), parse_instant(period.get("end"))
+        if start is None:
+            return None
+        return start.at, end.at if end else None, start.date_only or bool(end and end.date_only)
+    point = parse_instant(ma.get("effectiveDateTime"))
+    if point is None:
+        return None
+    return point.at, point.at, point.date_only
+
+
+def stop_reason(ma: Mapping[str, Any], kb: Knowledge) -> StopReason | None:
+    """Why a blinatumomab infusion stopped, from ``statusReason`` text/display (``policy.toml`` patterns)."""
+    reasons = ma.get("statusReason")
+    items = reasons if isinstance(reasons, list) else [reasons]
+    words = [t for r in items if isinstance(r, Mapping) for t in texts(r)]
+    for reason, patterns in kb.policy.stop_reason_patterns().items():
+        if any(re.search(p, w, re.IGNORECASE) for p in patterns for w in words):
+            return cast(StopReason, reason)
+    return None
+
+
+def build_steroids(
+    administrations: Iterable[Mapping[str, Any]],
+    requests: Iterable[tuple[Mapping[str, Any], bool]],
+    *,
+    medications: Mapping[str, Mapping[str, Any]],
+    body: BodySize,
+    kb: Knowledge,
+) -> tuple[SteroidEvent, ...]:
+    """Steroid administrations and orders (``requests`` pairs each MedicationRequest with "is a draft")."""
+    out: list[SteroidEvent] = []
+    for ma in administrations:
+        if ma.get("resourceType") != "MedicationAdministration" or ma.get("status") in _IGNORED:
+            continue
+        agent = steroid_agent(medication_concept(ma, medications), kb)
+        if agent is None:
+            continue
+        dosage = ma.get("dosage") if isinstance(ma.get("dosage"), Mapping) else {}
+        assert isinstance(dosage, Mapping)
+        period = _period(ma)
+        mg, mg_m2 = _steroid_mg(dosage.get("dose"), body, kb)
+        out.append(SteroidEvent(
+            ref=relative_ref(ma), agent=agent, kind="administration",
+            time=period[0] if period else None, date_only=period[2] if period else False,
+            dose_mg=mg, dose_mg_per_m2=mg_m2, route=_route(dosage.get("route")), status=str(ma.get("status", "")),
+        ))
+    for mr, draft in requests:
+        if mr.get("resourceType") != "MedicationRequest" or mr.get("status") == "entered-in-error":
+            continue
+        agent = steroid_agent(medication_concept(mr, medications), kb)
+        if agent is None:
+            continue
+        dosage = next((d for d in mr.get("dosageInstruction") or () if isinstance(d, Mapping)), {})
+        entries = [e for e in dosage.get("doseAndRate") or () if isinstance(e, Mapping)]
+        mg, mg_m2 = _steroid_mg(next((e.get("doseQuantity") for e in entries if e.get("doseQuantity")), None), body, kb)
+        start = order_start(mr)
+        out.append(SteroidEvent(
+            ref=relative_ref(mr), agent=agent, kind="order", time=start.at if start else None,
+            date_only=start.date_only if start else False, dose_mg=mg, dose_mg_per_m2=mg_m2,
+            route=_route(dosage.get("route")), draft=draft, status=str(mr.get("status", "")),
+        ))
+    return tuple(out)
+
+
+def _steroid_mg(q: Any, body: BodySize, kb: Knowledge) -> tuple[float | None, float | None]:
+    """(mg, mg/m²) of a steroid dose; a per-m² dose is also given in mg when the BSA is known."""
+    if not isinstance(q, Mapping) or not isinstance(q.get("value"), int | float):
+        return None, None
+    unit = quantity_unit(q)
+    if unit is None:
+        return None, None
+    units = kb.dosing.units
+    mass, _, per = units.norm(unit).partition("/")
+    factor = units.steroid_mass_to_mg.get(mass)
+    if factor is None:
+        return None, None
+    value = float(q["value"]) * factor
+    if per == "m2":
+        return (value * body.bsa_m2 if body.bsa_m2 else None), value
+    if per:
+        return None, None
+    return value, None
+
+
+def _route(route: Any) -> str | None:
+    if not isinstance(route, Mapping):
+        return None
+    return next(iter(texts(route)), None)

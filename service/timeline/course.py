@@ -1,0 +1,233 @@
+"""Where each order, and today's infusion, sits in the course: cycle, day, and what starts there.
+
+FHIR has no element for cycle and day, so they come from the order's text ("Cycle 2 Day 1", "C2D1",
+which wins) or from the administration history:
+
+- a gap of ≥ 14 calendar days (or the regimen's treatment-free interval, if shorter) starts a new cycle;
+- an interruption longer than 7 days (168 h) starts a new cycle; ≤ 168 h continues it, and the days
+  before and after count toward the cycle's 28 ("inclusive of days before and after the interruption");
+- after a cycle reached its last day, the next infusion after an interruption starts a new cycle;
+- no history at all → cycle 1 day 1 (``source="default"``).
+
+Day 1 is the first infusion date of the cycle (calendar days in the timestamp's own offset), minus the
+whole days the infusion was interrupted. The event at a start is what premedication and dose rules key
+on: ``cycle-start``, ``step`` (a dose increase on the regimen's step cycle, R/R C1D8), ``re-escalation``
+(a dose increase after an adverse-event restart), ``restart`` (after an interruption ≥ 240 min; 239 min
+is a bag change) or ``continuation``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from service.knowledge import Knowledge
+from service.knowledge.regimens import RegimenSpec
+from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Interruption, ToxicityRecord
+
+Event = Literal["cycle-start", "step", "re-escalation", "restart", "continuation"]
+Reason = Literal["overdose", "flush", "adverse-event"]
+
+CURRENT = "current"
+"""Key of :attr:`Timeline.positions` for the running (or last) infusion."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One infusion period with the course position at its start."""
+
+    start: dt.datetime
+    end: dt.datetime | None
+    ug_per_day: float | None
+    cycle: int
+    cycle_start: dt.datetime
+    lost_days: int
+    event: Event
+    course_start: dt.datetime
+    interruption: Interruption | None = None
+    ae_restart_at: dt.datetime | None = None
+    previous_cycle_end: dt.datetime | None = None
+    previous_cycle_complete: bool = False
+    date_only: bool = False
+
+
+def day_of(t: dt.datetime, cycle_start: dt.datetime, lost_days: int) -> int:
+    """Cycle day of ``t``: calendar days since the cycle's first infusion date, less whole interrupted days."""
+    local = t.astimezone(cycle_start.tzinfo)
+    return 1 + (local.date() - cycle_start.date()).days - lost_days
+
+
+class CourseBuilder:
+    """Derives segments from history and positions for orders; one per timeline."""
+
+    def __init__(self, *, spec: RegimenSpec, kb: Knowledge, toxicities: Sequence[ToxicityRecord] = ()) -> None:
+        self.spec = spec
+        self.rules = kb.regimens.cycle_rules
+        self.restart_gap = dt.timedelta(minutes=kb.dosing.interruption.restart_threshold_minutes)
+        self.same_cycle_max = dt.timedelta(hours=self.rules.same_cycle_max_hours)
+        self.decimals = kb.dosing.limits.fixed_dose_compare_decimals
+        self.toxicities = toxicities
+
+    def advance(
+        self, prev: Segment | None, start: dt.datetime, dose: float | None, *, date_only: bool = False,
+        prev_reason: Reason | None = None,
+    ) -> Segment:
+        """The segment that starts at ``start`` after ``prev`` (``None``: the first infusion of the course)."""
+        if prev is None:
+            return Segment(start=start, end=None, ug_per_day=dose, cycle=1, cycle_start=start, lost_days=0,
+                           event="cycle-start", course_start=start, date_only=date_only)
+        date_only = date_only or prev.date_only
+        base = Segment(
+            start=start, end=None, ug_per_day=dose, cycle=prev.cycle, cycle_start=prev.cycle_start,
+            lost_days=prev.lost_days, event="continuation", course_start=prev.course_start,
+            ae_restart_at=prev.ae_restart_at, previous_cycle_end=prev.previous_cycle_end,
+            previous_cycle_complete=prev.previous_cycle_complete, date_only=date_only,
+        )
+        if prev.end is None or prev.end >= start:
+            return replace(base, event=self._dose_event(prev, base, dose))
+        gap = start - prev.end
+        reason = prev_reason or self._toxicity_reason(prev.start, start)
+        interruption = Interruption(stopped=prev.end, restarted=start, gap=gap, reason=reason)
+        prev_day = day_of(prev.end, prev.cycle_start, prev.lost_days)
+        gap_days = (start.astimezone(prev.cycle_start.tzinfo).date()
+                    - prev.end.astimezone(prev.cycle_start.tzinfo).date()).days
+        tfi = self.spec.tfi_days(prev.cycle) or self.rules.new_cycle_gap_days
+        completed = prev_day >= self.rules.cycle_days
+        if (gap_days >= min(self.rules.new_cycle_gap_days, tfi) or gap > self.same_cycle_max
+                or (gap >= self.restart_gap and completed)):
+            return Segment(
+                start=start, end=None, ug_per_day=dose, cycle=prev.cycle + 1, cycle_start=start, lost_days=0,
+                event="cycle-start", course_start=prev.course_start, interruption=interruption,
+                previous_cycle_end=prev.end, previous_cycle_complete=completed, date_only=date_only,
+            )
+        if gap >= self.restart_gap:
+            return replace(
+                base, event="restart", interruption=interruption, lost_days=prev.lost_days + gap.days,
+                ae_restart_at=start if reason == "adverse-event" else prev.ae_restart_at,
+            )
+        return replace(base, event=self._dose_event(prev, base, dose))
+
+    def _dose_event(self, prev: Segment, seg: Segment, dose: float | None) -> Event:
+        """``step`` / ``re-escalation`` for a dose increase without an interruption, else ``continuation``."""
+        before = prev.ug_per_day
+        if dose is not None and before is not None:
+            if round(dose, self.decimals) <= round(before, self.decimals):
+                return "continuation"
+            if seg.ae_restart_at is not None:
+                return "re-escalation"
+            return "step" if self.spec.step_cycle == seg.cycle else "continuation"
+        day = day_of(seg.start, seg.cycle_start, seg.lost_days)
+        return "step" if self.spec.is_step(seg.cycle, day) else "continuation"
+
+    def _toxicity_reason(self, since: dt.datetime, until: dt.datetime) -> Reason | None:
+        """An interruption with no stated reason, during which a toxicity was recorded, was for that toxicity."""
+        for t in sorted(self.toxicities, key=lambda r: r.at):
+            if not since <= t.at <= until:
+                continue
+            if t.kind in ("overdose", "flush"):
+                return t.kind
+            if t.kind == "seizure" or (t.grade is not None and t.grade >= 3):
+                return "adverse-event"
+        return None
+
+    def segments(self, infusions: Iterable[InfusionPeriod]) -> list[Segment]:
+        """Every infusion period with its position, oldest first."""
+        out: list[Segment] = []
+        reason: Reason | None = None
+        for p in sorted(infusions, key=lambda i: i.start):
+            seg = self.advance(out[-1] if out else None, p.start, p.ug_per_day, date_only=p.date_only,
+                               prev_reason=reason)
+            out.append(replace(seg, end=p.end))
+            reason = p.stop_reason
+        return out
+
+    def position_for(
+        self, order: BlinOrder, segments: Sequence[Segment], stop_reasons: Mapping[dt.datetime, Reason | None], *,
+        now: dt.datetime,
+    ) -> CoursePosition:
+        """The position of an order starting at its start time (``now`` when it gives none)."""
+        at = order.start or now
+        before = [s for s in segments if s.start < at]
+        prev = before[-1] if before else None
+        seg = self.advance(prev, at, order.dose.ug_per_day, date_only=order.start_date_only,
+                           prev_reason=stop_reasons.get(prev.start) if prev else None)
+        day = day_of(at, seg.cycle_start, seg.lost_days)
+        position = _position(seg, day=day, at=at, source="history" if prev else "default")
+        if order.explicit_cycle is None or order.explicit_day is None:
+            return position
+        cycle, day = order.explicit_cycle, order.explicit_day
+        event: Event = seg.event
+        if day == 1:
+            event = "cycle-start"
+        elif self.spec.is_step(cycle, day) and seg.event in ("continuation", "step"):
+            event = "step"
+        elif seg.event == "cycle-start":
+            event = "restart" if seg.interruption is not None else "continuation"
+        prev_end, complete = seg.previous_cycle_end, seg.previous_cycle_complete
+        if day == 1 and seg.event != "cycle-start" and prev is not None and prev.end is not None and prev.end < at:
+            prev_end = prev.end
+            complete = day_of(prev.end, prev.cycle_start, prev.lost_days) >= self.rules.cycle_days
+        return replace(
+            position, cycle=cycle, day=day, source="order-text", event=event, derived_cycle=seg.cycle,
+            derived_day=position.day, previous_cycle_end=prev_end, previous_cycle_complete=complete,
+        )
+
+    def current(self, segments: Sequence[Segment], *, now: dt.datetime) -> CoursePosition | None:
+        """The running (or last) infusion: today's cycle/day, and the latest event that started something."""
+        past = [s for s in segments if s.start <= now]
+        if not past:
+            return None
+        last = past[-1]
+        trigger = last
+        for s in reversed(past):
+            if s.cycle != last.cycle:
+                break
+            trigger = s
+            if s.event != "continuation":
+                break
+        day = day_of(now if last.end is None else last.end, last.cycle_start, last.lost_days)
+        position = _position(trigger, day=day, at=trigger.start, source="history")
+        return replace(position, cycle=last.cycle, ae_restart_at=last.ae_restart_at,
+                       date_only=trigger.date_only or last.date_only)
+
+
+def _position(seg: Segment, *, day: int, at: dt.datetime, source: Literal["history", "default"]) -> CoursePosition:
+    return CoursePosition(
+        cycle=seg.cycle,
+        day=day,
+        source=source,
+        event=seg.event,
+        at=at,
+        course_start=seg.course_start,
+        cycle_start=seg.cycle_start,
+        interruption=seg.interruption if seg.event in ("restart", "cycle-start") else None,
+        previous_cycle_end=seg.previous_cycle_end,
+        previous_cycle_complete=seg.previous_cycle_complete,
+        ae_restart_at=seg.ae_restart_at,
+        date_only=seg.date_only,
+    )
+
+
+def build_positions(
+    orders: Sequence[BlinOrder],
+    infusions: Sequence[InfusionPeriod],
+    *,
+    spec: RegimenSpec,
+    kb: Knowledge,
+    toxicities: Sequence[ToxicityRecord],
+    now: dt.datetime,
+) -> dict[str, CoursePosition]:
+    """Positions of every in-focus order (by ``ref``) and of the running/last infusion (``"current"``)."""
+    builder = CourseBuilder(spec=spec, kb=kb, toxicities=toxicities)
+    segments = builder.segments(infusions)
+    stop_reasons = {p.start: p.stop_reason for p in infusions}
+    positions: dict[str, CoursePosition] = {}
+    for order in orders:
+        if order.in_focus:
+            positions[order.ref] = builder.position_for(order, segments, stop_reasons, now=now)
+    current = builder.current(segments, now=now)
+    if current is not None:
+        positions[CURRENT] = current
+    return positions

@@ -1,0 +1,307 @@
+"""Medication identity and dose arithmetic shared by the order and administration builders.
+
+Blinatumomab arrives coded at ingredient or product level (SCD and SBD codings on one order are one
+drug), as a ``medicationReference`` to a contained Medication, or as text only; the kit's IV Solution
+Stabilizer is never the drug (``codes.toml`` excludes it by text). Doses arrive in half a dozen FHIR
+shapes; :func:`daily_dose` turns the first usable one into µg/day and says which it used, and refuses to
+guess when a pump rate in mL/h has no concentration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.fhir.extract import concept_matches
+from service.knowledge import Knowledge
+from service.timeline.model import DailyDose
+
+STEROIDS: tuple[str, ...] = ("dexamethasone", "methylprednisolone", "prednisolone", "prednisone")
+"""Steroid concepts of ``codes.toml``, most specific first (methylprednisolone before prednisolone)."""
+
+_TEXT_DOSE = re.compile(
+    r"(?P<v>\d+(?:\.\d+)?)\s*(?P<m>mcg|µg|μg|ug|micrograms?|mg)\s*/\s*"
+    r"(?:(?P<b>m2|m²|m\^2|kg)\s*/\s*)?(?P<t>24\s*h(?:ours?)?|day|d|hours?|hr|h)\b",
+    re.IGNORECASE,
+)
+_CYCLE_DAY = re.compile(r"\b(?:cycle\s*|c)(\d{1,2})\s*[,;/-]?\s*(?:day\s*|d)(\d{1,2})\b", re.IGNORECASE)
+
+
+def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The CodeableConcept naming a MedicationRequest's/-Administration's drug (resolving a Medication reference)."""
+    concept = resource.get("medicationCodeableConcept")
+    if isinstance(concept, Mapping):
+        return concept
+    med = referenced_medication(resource, medications)
+    code = med.get("code") if med else None
+    return code if isinstance(code, Mapping) else {}
+
+
+def referenced_medication(
+    resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The Medication behind ``medicationReference``: contained (``#id``) or one of the fetched resources."""
+    ref = resource.get("medicationReference")
+    target = ref.get("reference") if isinstance(ref, Mapping) else None
+    if not isinstance(target, str):
+        return None
+    if target.startswith("#"):
+        for c in resource.get("contained") or ():
+            if isinstance(c, Mapping) and c.get("resourceType") == "Medication" and c.get("id") == target[1:]:
+                return c
+        return None
+    return medications.get(target.split("/")[-1]) if target.startswith("Medication/") else None
+
+
+def is_blinatumomab(concept: Mapping[str, Any], kb: Knowledge) -> bool:
+    return bool(concept) and concept_matches(concept, kb.codes, "blinatumomab")
+
+
+def steroid_agent(concept: Mapping[str, Any], kb: Knowledge) -> str | None:
+    if not concept:
+        return None
+    return next((name for name in STEROIDS if concept_matches(concept, kb.codes, name)), None)
+
+
+def explicit_cycle_day(texts: Iterable[str]) -> tuple[int, int] | None:
+    """"Cycle 2 Day 1", "C2D1", "cycle 1, day 8" in an order's text or note."""
+    for text in texts:
+        m = _CYCLE_DAY.search(text)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+@dataclass(frozen=True)
+class RateUnit:
+    mass: str | None
+    """A key of ``mass_to_ug``, or ``None`` for a volume rate (``mL/h``)."""
+    per_day: float
+    """Multiply a per-time value by this to get per day."""
+    basis: str | None = None
+    """``m2`` or ``kg`` for a body-size-based rate."""
+    per_hour: bool = False
+
+
+def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
+    """``"mcg/day"``, ``"ug/h"``, ``"ug/(m2.d)"``, ``"mg/d"``, ``"mL/h"``, ``"ug/24h"`` → :class:`RateUnit`."""
+    units = kb.dosing.units
+    parts = [units.norm(p) for p in re.split(r"[/.]", units.norm(unit)) if p]
+    if len(parts) < 2:
+        return None
+    mass, time, middle = parts[0], parts[-1], parts[1:-1]
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)?([a-z]+)", time)
+    if not m or m.group(2) not in units.per_time_to_per_day:
+        return None
+    count = float(m.group(1)) if m.group(1) else 1.0
+    per_day = units.per_time_to_per_day[m.group(2)] / count
+    basis = middle[0] if middle in (["m2"], ["kg"]) else None
+    if middle and basis is None:
+        return None
+    if mass == "ml" and basis is None:
+        return RateUnit(None, per_day, per_hour=m.group(2) == "h" and count == 1)
+    if mass not in units.mass_to_ug:
+        return None
+    return RateUnit(mass, per_day, basis, per_hour=m.group(2) == "h" and count == 1)
+
+
+def quantity_unit(q: Mapping[str, Any]) -> str | None:
+    """The unit of a Quantity: the UCUM ``code`` when given, else the ``unit`` text."""
+    for key in ("code", "unit"):
+        value = q.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _num(q: Any) -> float | None:
+    if not isinstance(q, Mapping):
+        return None
+    v = q.get("value")
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:g} {unit}"
+
+
+@dataclass(frozen=True)
+class BodyBasis:
+    """What a body-size-based dose is multiplied by (``None`` when unknown)."""
+
+    bsa_m2: float | None = None
+    weight_kg: float | None = None
+
+
+def daily_dose(
+    dose_and_rate: Sequence[Mapping[str, Any]],
+    *,
+    kb: Knowledge,
+    timing: Mapping[str, Any] | None = None,
+    text: str | None = None,
+    body: BodyBasis = BodyBasis(),
+    concentration_ug_per_ml: float | None = None,
+    period_hours: float | None = None,
+) -> DailyDose:
+    """The first usable pattern, in the order of clinical-rules.md §5.3:
+
+    1. ``rateQuantity`` mass/time (µg/d, µg/h, mg/d, µg/m²/d, µg/kg/d); 2. ``rateRatio``;
+    3. ``doseQuantity`` per bag ÷ bag duration (``timing.repeat.duration`` or ``boundsDuration``;
+    ``period_hours`` for an administration's effective period); 4. ``doseQuantity`` with per-day timing;
+    5. ``rateQuantity`` mL/h × concentration (none → ``rate-without-concentration``); 6. the text.
+    """
+    rates = [e["rateQuantity"] for e in dose_and_rate if isinstance(e.get("rateQuantity"), Mapping)]
+    ratios = [e["rateRatio"] for e in dose_and_rate if isinstance(e.get("rateRatio"), Mapping)]
+    doses = [e["doseQuantity"] for e in dose_and_rate if isinstance(e.get("doseQuantity"), Mapping)]
+    unconvertible: str | None = None
+
+    volume_rate: tuple[float, RateUnit, str] | None = None
+    for q in rates:
+        value, unit = _num(q), quantity_unit(q)
+        parsed = parse_rate_unit(unit, kb) if unit else None
+        if value is None or parsed is None:
+            unconvertible = unconvertible or _fmt(value or 0, unit or "?")
+            continue
+        if parsed.mass is None:
+            volume_rate = volume_rate or (value, parsed, _fmt(value, unit or ""))
+            continue
+        return _mass_rate(value, parsed, display=_fmt(value, unit or ""), basis="rateQuantity", kb=kb, body=body)
+
+    for r in ratios:
+        num, den = r.get("numerator"), r.get("denominator")
+        nv, dv = _num(num), _num(den)
+        nu = quantity_unit(num) if isinstance(num, Mapping) else None
+        du = quantity_unit(den) if isinstance(den, Mapping) else None
+        parsed = parse_rate_unit(f"{nu}/{du}", kb) if nu and du else None
+        if nv is None or not dv or parsed is None:
+            unconvertible = unconvertible or f"{nv} {nu} / {dv} {du}"
+            continue
+        display = f"{nv:g} {nu}/{dv:g} {du}"
+        if parsed.mass is None:
+            volume_rate = volume_rate or (nv / dv, parsed, display)
+            continue
+        return _mass_rate(nv / dv, parsed, display=display, basis="rateRatio", kb=kb, body=body)
+
+    units = kb.dosing.units
+    for q in doses:
+        value, unit = _num(q), quantity_unit(q)
+        if value is None or unit is None:
+            continue
+        norm = units.norm(unit)
+        mass, _, basis_part = norm.partition("/")
+        if mass not in units.mass_to_ug or basis_part not in ("", "m2", "kg"):
+            unconvertible = unconvertible or _fmt(value, unit)
+            continue
+        hours = bag_hours(timing, kb) or period_hours
+        if hours:
+            per_day = 24.0 / hours
+            parsed = RateUnit(mass, per_day, basis_part or None)
+            return _mass_rate(value, parsed, display=f"{_fmt(value, unit)} per {hours:g} h", kb=kb, body=body,
+                              basis="doseQuantity/duration")
+        per_day_factor = _per_day_timing(timing, kb)
+        if per_day_factor is not None:
+            parsed = RateUnit(mass, per_day_factor, basis_part or None)
+            return _mass_rate(value, parsed, display=_fmt(value, unit), basis="doseQuantity/day", kb=kb, body=body)
+
+    if volume_rate is not None:
+        value, parsed, display = volume_rate
+        if concentration_ug_per_ml is None:
+            return DailyDose(None, "rateQuantity/volume", display, problem="rate-without-concentration")
+        ug = value * parsed.per_day * concentration_ug_per_ml
+        return DailyDose(ug, "rateQuantity/volume", display)
+
+    if text:
+        m = _TEXT_DOSE.search(text)
+        if m:
+            time = m.group("t").lower().replace(" ", "")
+            t_unit = "d" if time.startswith("24") or time in ("day", "d") else "h"
+            b = m.group("b")
+            unit_str = f"{m.group('m')}/{'m2/' if b and b.lower() != 'kg' else ('kg/' if b else '')}{t_unit}"
+            parsed = parse_rate_unit(unit_str, kb)
+            if parsed is not None and parsed.mass is not None:
+                return _mass_rate(float(m.group("v")), parsed, display=m.group(0), basis="text", kb=kb, body=body)
+    if unconvertible:
+        return DailyDose(None, "unconvertible", unconvertible, problem="unit-not-convertible")
+    return DailyDose(None, "none", text or "", problem="no-dose")
+
+
+def _mass_rate(
+    value: float, parsed: RateUnit, *, display: str, basis: str, kb: Knowledge, body: BodyBasis
+) -> DailyDose:
+    assert parsed.mass is not None
+    factor = kb.dosing.units.mass_to_ug[parsed.mass]
+    per_day = value * factor * parsed.per_day
+    limit = kb.dosing.limits.absolute_max_ug_per_day
+    if parsed.basis == "m2":
+        ug = per_day * body.bsa_m2 if body.bsa_m2 else None
+        return DailyDose(ug, basis, display, ug_per_m2_per_day=per_day)
+    if parsed.basis == "kg":
+        ug = per_day * body.weight_kg if body.weight_kg else None
+        return DailyDose(ug, basis, display, per_kg=True)
+    slip = None
+    if per_day > limit:
+        if parsed.mass == "mg" and value * parsed.per_day <= limit:
+            slip = "mg-for-ug"
+        elif parsed.per_hour and value * factor <= limit:
+            slip = "per-hour-for-per-day"
+    return DailyDose(per_day, basis, display, unit_slip=slip)
+
+
+def bag_hours(timing: Mapping[str, Any] | None, kb: Knowledge) -> float | None:
+    """A bag's duration from ``timing.repeat.duration``/``durationUnit`` or ``boundsDuration``."""
+    repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
+    if not isinstance(repeat, Mapping):
+        return None
+    hours = kb.dosing.units.duration_to_hours
+    value, unit = _num({"value": repeat.get("duration")}), repeat.get("durationUnit")
+    if value and isinstance(unit, str) and kb.dosing.units.norm(unit) in hours:
+        return value * hours[kb.dosing.units.norm(unit)]
+    bounds = repeat.get("boundsDuration")
+    if isinstance(bounds, Mapping):
+        bv, bu = _num(bounds), quantity_unit(bounds)
+        if bv and bu and kb.dosing.units.norm(bu) in hours:
+            return bv * hours[kb.dosing.units.norm(bu)]
+    return None
+
+
+def _per_day_timing(timing: Mapping[str, Any] | None, kb: Knowledge) -> float | None:
+    """Administrations per day from ``frequency``/``period``/``periodUnit`` (1 per 1 d → 1.0)."""
+    repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
+    if not isinstance(repeat, Mapping):
+        return None
+    freq, period, unit = repeat.get("frequency", 1), _num({"value": repeat.get("period")}), repeat.get("periodUnit")
+    hours = kb.dosing.units.duration_to_hours
+    if not isinstance(freq, int) or not period or not isinstance(unit, str):
+        return None
+    norm = kb.dosing.units.norm(unit)
+    if norm not in hours:
+        return None
+    return freq * 24.0 / (period * hours[norm])
+
+
+def concentration_ug_per_ml(medication: Mapping[str, Any] | None, kb: Knowledge) -> float | None:
+    """µg/mL from a Medication's blinatumomab ingredient ``strength`` (mass / volume), if stated."""
+    if not medication:
+        return None
+    units = kb.dosing.units
+    for ing in medication.get("ingredient") or ():
+        if not isinstance(ing, Mapping):
+            continue
+        item = ing.get("itemCodeableConcept")
+        if isinstance(item, Mapping) and item and not is_blinatumomab(item, kb):
+            continue
+        strength = ing.get("strength")
+        if not isinstance(strength, Mapping):
+            continue
+        num, den = strength.get("numerator"), strength.get("denominator")
+        nv, dv = _num(num), _num(den)
+        nu = quantity_unit(num) if isinstance(num, Mapping) else None
+        du = quantity_unit(den) if isinstance(den, Mapping) else None
+        if nv is None or not dv or not nu or not du:
+            continue
+        mass, vol = units.norm(nu), units.norm(du)
+        if mass in units.mass_to_ug and vol in ("ml", "l"):
+            return nv * units.mass_to_ug[mass] / (dv * (1000.0 if vol == "l" else 1.0))
+    return None

@@ -1,0 +1,236 @@
+"""Liver tests on the timeline: the governing ALT, AST and total bilirubin, each with its ULN and ratio.
+
+The label's liver rule compares a result with a multiple of the upper limit of normal, so the timeline
+keeps, per analyte, the latest accepted result (``final``/``amended``/``corrected``; ties broken by
+``issued``) and the ULN it was judged against: ``referenceRange.high`` of the normal (or untyped) range
+that applies to the patient, else the site's configured default. The ratio is computed only in one
+unit (converted with the knowledge's conversion table); otherwise ``problem`` says why not, and the
+lab-unevaluable rule warns instead of guessing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from service.fhir.extract import codings, concept_matches, parse_instant, relative_ref
+from service.knowledge import Knowledge
+from service.knowledge.labs import Analyte, AnalyteId, unit_key
+from service.timeline.model import LabResult
+
+_AGE_UNIT_YEARS = {"a": 1.0, "yr": 1.0, "year": 1.0, "years": 1.0, "mo": 1 / 12, "month": 1 / 12,
+                   "months": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25}
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    analyte: AnalyteId
+    resource: Mapping[str, Any]
+    at: dt.datetime
+    issued: dt.datetime
+
+
+def build_labs(
+    observations: Iterable[Mapping[str, Any]],
+    *,
+    kb: Knowledge,
+    now: dt.datetime,
+    patient_age_years: float | None = None,
+) -> tuple[LabResult, ...]:
+    """The governing result per analyte (at most one each for ALT, AST, total bilirubin).
+
+    The latest accepted result with a numeric value governs; when no result has one, the latest
+    is returned with ``problem="no-value"``.
+    """
+    policy = kb.labs.results
+    by_analyte: dict[AnalyteId, list[_Candidate]] = {}
+    seen: set[str] = set()
+    for obs in observations:
+        if obs.get("resourceType") != "Observation" or obs.get("status") not in policy.accepted_statuses:
+            continue
+        ref = relative_ref(obs)
+        if ref in seen and not ref.endswith("/?"):
+            continue
+        seen.add(ref)
+        analyte = _analyte_of(obs, kb)
+        at = _effective(obs)
+        if analyte is None or at is None or at > now:
+            continue
+        if policy.lookback_days is not None and now - at > dt.timedelta(days=policy.lookback_days):
+            continue
+        issued = parse_instant(obs.get("issued"))
+        by_analyte.setdefault(analyte, []).append(
+            _Candidate(analyte, obs, at, issued.at if issued else at)
+        )
+    results: list[LabResult] = []
+    for analyte_id in ("alt", "ast", "bilirubin"):
+        candidates = sorted(by_analyte.get(analyte_id, ()), key=lambda c: (c.at, c.issued))
+        if not candidates:
+            continue
+        with_value = [c for c in candidates if _value(c.resource) is not None]
+        chosen = with_value[-1] if with_value else candidates[-1]
+        results.append(_evaluate(chosen, kb=kb, patient_age_years=patient_age_years))
+    return tuple(results)
+
+
+def _analyte_of(obs: Mapping[str, Any], kb: Knowledge) -> AnalyteId | None:
+    code = obs.get("code")
+    if not isinstance(code, Mapping):
+        return None
+    for name, analyte in kb.labs.analytes.items():
+        if concept_matches(code, kb.codes, analyte.concept):
+            return name
+    return None
+
+
+def _effective(obs: Mapping[str, Any]) -> dt.datetime | None:
+    raw_period = obs.get("effectivePeriod")
+    period: Mapping[str, Any] = raw_period if isinstance(raw_period, Mapping) else {}
+    for raw in (obs.get("effectiveDateTime"), obs.get("effectiveInstant"), period.get("start"), period.get("end"),
+                obs.get("issued")):
+        instant = parse_instant(raw)
+        if instant is not None:
+            return instant.at
+    return None
+
+
+def _value(obs: Mapping[str, Any]) -> tuple[float, str | None] | None:
+    quantity = obs.get("valueQuantity")
+    if not isinstance(quantity, Mapping):
+        return None
+    value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value), _unit(quantity)
+
+
+def _unit(quantity: Mapping[str, Any]) -> str | None:
+    for key in ("code", "unit"):
+        if isinstance(quantity.get(key), str) and quantity[key].strip():
+            return cast(str, quantity[key]).strip()
+    return None
+
+
+def _evaluate(candidate: _Candidate, *, kb: Knowledge, patient_age_years: float | None) -> LabResult:
+    obs = candidate.resource
+    analyte = kb.labs.analytes[candidate.analyte]
+    ref = relative_ref(obs)
+    value = _value(obs)
+    if value is None:
+        return LabResult(analyte=candidate.analyte, ref=ref, at=candidate.at, value=None, unit=None, uln=None,
+                         uln_source=None, ratio=None, problem="no-value")
+    number, unit = value
+    uln, uln_unit, source, problem = _uln(obs, kb=kb, analyte_id=candidate.analyte, value_unit=unit,
+                                          patient_age_years=patient_age_years)
+    ratio = _ratio(number, unit, uln, uln_unit, analyte=analyte) if uln is not None else None
+    if uln is not None and ratio is None:
+        problem = "unit-not-convertible"
+    return LabResult(
+        analyte=candidate.analyte, ref=ref, at=candidate.at, value=number, unit=unit, uln=uln, uln_unit=uln_unit,
+        uln_source=source, ratio=ratio, problem=problem,
+    )
+
+
+def _ratio(value: float, unit: str | None, uln: float, uln_unit: str | None, *, analyte: Analyte) -> float | None:
+    """value ÷ ULN in one unit. A side without a unit is read in the other side's unit (same observation)."""
+    if unit is None or uln_unit is None or unit_key(unit) == unit_key(uln_unit):
+        return value / uln
+    value_conv, uln_conv = analyte.conversion(unit), analyte.conversion(uln_unit)
+    if value_conv is None or uln_conv is None:
+        return None
+    return value_conv.to_canonical(value) / uln_conv.to_canonical(uln)
+
+
+def _uln(
+    obs: Mapping[str, Any], *, kb: Knowledge, analyte_id: AnalyteId, value_unit: str | None,
+    patient_age_years: float | None,
+) -> tuple[float | None, str | None, Literal["reference-range", "site-default"] | None, str | None]:
+    """(ULN, its unit, where it came from, problem)."""
+    highs = _applicable_highs(obs.get("referenceRange"), kb=kb, patient_age_years=patient_age_years)
+    if highs:
+        analyte = kb.labs.analytes[analyte_id]
+        distinct = {_canonical_or_raw(v, u or value_unit, analyte) for v, u in highs}
+        if len(distinct) > 1:
+            return None, None, None, "uln-ambiguous"
+        high, high_unit = highs[0]
+        return high, high_unit or value_unit, "reference-range", None
+    default = kb.labs.site_default_uln.get(analyte_id)
+    if default is not None:
+        if value_unit is None:
+            return None, None, None, "unit-not-convertible"
+        return default.value, default.unit, "site-default", None
+    return None, None, None, "no-uln"
+
+
+def _canonical_or_raw(value: float, unit: str | None, analyte: Analyte) -> tuple[float, str]:
+    conv = analyte.conversion(unit) if unit else None
+    if conv is None:
+        return value, unit_key(unit) if unit else ""
+    return round(conv.to_canonical(value), 9), analyte.canonical_unit
+
+
+def _applicable_highs(
+    ranges: Any, *, kb: Knowledge, patient_age_years: float | None
+) -> list[tuple[float, str | None]]:
+    """``high`` of the ranges that apply, most specific tier first.
+
+    Tiers: normal/untyped ranges whose age matches the patient; then ranges without age or appliesTo;
+    then age-bound ranges when the patient's age is unknown; then ranges with appliesTo (we cannot
+    match those, so they count only when nothing else does). Several different highs in the chosen
+    tier make the ULN ambiguous.
+    """
+    if not isinstance(ranges, Sequence):
+        return []
+    tiers: list[list[tuple[float, str | None]]] = [[], [], [], []]
+    for r in ranges:
+        if not isinstance(r, Mapping) or not _normal_type(r.get("type"), kb=kb):
+            continue
+        high = r.get("high")
+        if not isinstance(high, Mapping):
+            continue
+        value = high.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            continue
+        entry = (float(value), _unit(high))
+        age_match = _age_matches(r.get("age"), patient_age_years)
+        if age_match is False:
+            continue
+        if r.get("appliesTo"):
+            tiers[3].append(entry)
+        elif age_match is True:
+            tiers[0].append(entry)
+        elif r.get("age"):
+            tiers[2].append(entry)
+        else:
+            tiers[1].append(entry)
+    return next((t for t in tiers if t), [])
+
+
+def _normal_type(type_: Any, *, kb: Knowledge) -> bool:
+    policy = kb.labs.results
+    if not isinstance(type_, Mapping) or not type_:
+        return policy.accept_untyped_range
+    for c in codings(type_):
+        if c.get("code") in policy.range_type_codes and c.get("system") in (policy.range_type_system, None):
+            return True
+    text = type_.get("text")
+    return isinstance(text, str) and text.strip().lower() in policy.range_type_codes
+
+
+def _age_matches(age: Any, patient_age_years: float | None) -> bool | None:
+    """True/False when both the range's age and the patient's are known; ``None`` when not decidable."""
+    if not isinstance(age, Mapping) or patient_age_years is None:
+        return None
+    for bound in ("low", "high"):
+        q = age.get(bound)
+        if not isinstance(q, Mapping) or not isinstance(q.get("value"), int | float):
+            continue
+        factor = _AGE_UNIT_YEARS.get(str(q.get("code") or q.get("unit") or "a").lower())
+        if factor is None:
+            return None
+        limit = float(q["value"]) * factor
+        if (bound == "low" and patient_age_years < limit) or (bound == "high" and patient_age_years > limit):
+            return False
+    return True

@@ -1,0 +1,59 @@
+"""PostgreSQL for tests: a parameter that skips without a server, and a clean schema per test.
+
+The server comes from ``pg_virtualenv`` (Debian postgresql-common), which creates a throw-away
+cluster and exports PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE to the command it runs::
+
+    pg_virtualenv sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// .venv/bin/python -m pytest -m postgres'
+
+``postgresql://`` has no host, so libpq takes everything from those variables.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from _pytest.mark import ParameterSet
+from sqlalchemy import create_engine, text
+
+from service.store import engine_url
+
+ENV_VAR = "BLINA_CDS_TEST_POSTGRES_URL"
+SKIP_REASON = f"needs {ENV_VAR} (run under pg_virtualenv; see tests/pg.py)"
+
+
+def postgres_url() -> str | None:
+    """The test server's URL, or None when PostgreSQL tests should be skipped."""
+    return os.environ.get(ENV_VAR) or None
+
+
+def postgres_param(value: object = "postgres") -> ParameterSet:
+    """A ``pytest.param`` marked ``postgres`` and skipped, with the reason, when no server is set."""
+    return pytest.param(
+        value,
+        marks=[pytest.mark.postgres, pytest.mark.skipif(postgres_url() is None, reason=SKIP_REASON)],
+        id="postgres",
+    )
+
+
+@contextmanager
+def isolated_schema(base_url: str) -> Iterator[str]:
+    """Yield a URL whose connections use a fresh, empty schema; drop it afterwards.
+
+    The schema is chosen through libpq's ``options`` (``-csearch_path=…``), so the code under test
+    sees an ordinary URL and creates its tables there.
+    """
+    schema = f"blina_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(engine_url(base_url))
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = engine_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

@@ -1,0 +1,139 @@
+"""build_toxicities: toxicity records from Observation, Condition, AdverseEvent and MedicationAdministration
+(clinical-rules.md §4.4, §6 E17–E19, E29)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.knowledge import Knowledge
+from service.timeline.model import ToxicityRecord
+from service.timeline.toxicity import build_toxicities
+from tests.builders import at, blin_infusion, concept
+from tests.threshold_builders import (
+    ICD10CM,
+    NCIT,
+    SEIZURE,
+    adverse_event,
+    condition,
+    tox_observation,
+)
+
+NOW = at(2026, 3, 10, 9)
+WHEN = at(2026, 3, 9, 8)
+
+
+def build(kb: Knowledge, *, observations: Any = (), conditions: Any = (), adverse_events: Any = (),
+          administrations: Any = ()) -> tuple[ToxicityRecord, ...]:
+    return build_toxicities(observations=observations, conditions=conditions, adverse_events=adverse_events,
+                            administrations=administrations, kb=kb, now=NOW)
+
+
+def test_observation_with_local_text_code_and_value_integer(kb: Knowledge) -> None:
+    (rec,) = build(kb, observations=[tox_observation("o1", WHEN, code=concept(text="CRS grade (ASTCT)"),
+                                                     value_integer=3, method="ASTCT 2019")])
+    assert (rec.kind, rec.grade, rec.grade_from_text, rec.at) == ("crs", 3, False, WHEN)
+    assert rec.grading_system == "ASTCT 2019" and rec.label == "CRS grade (ASTCT)" and rec.ref == "Observation/o1"
+
+
+def test_observation_grade_as_ncit_or_ctcae_code(kb: Knowledge) -> None:
+    recs = build(kb, observations=[
+        tox_observation("o1", WHEN, code=concept({"system": NCIT, "code": "C143394"}),
+                        value_concept=concept({"system": NCIT, "code": "C41337"})),
+        tox_observation("o2", at(2026, 3, 9, 9), code=concept(text="ICANS"),
+                        value_concept=concept({"system": "http://hl7.org/fhir/us/ctcae/CodeSystem/ctcae-grade-code-system",
+                                               "code": "2"})),
+    ])
+    assert [(r.kind, r.grade, r.grade_from_text) for r in recs] == [("crs", 4, False), ("neuro", 2, False)]
+
+
+def test_grade_only_in_free_text_is_parsed_including_roman_numerals(kb: Knowledge) -> None:
+    recs = build(kb, observations=[
+        tox_observation("o1", WHEN, code=concept(text="Toxicity assessment"), value_string="CRS gr III"),
+        tox_observation("o2", at(2026, 3, 9, 9), code=concept(text="Nursing note"), value_string="grade 3 ICANS"),
+        tox_observation("o3", at(2026, 3, 9, 10), code=concept(text="Neurotoxicity"), note="now G4, intubated"),
+    ])
+    assert [(r.kind, r.grade, r.grade_from_text) for r in recs] == [
+        ("crs", 3, True), ("neuro", 3, True), ("neuro", 4, True)]
+
+
+def test_severe_crs_without_a_number_has_no_grade(kb: Knowledge) -> None:
+    (rec,) = build(kb, observations=[tox_observation("o1", WHEN, code=concept(text="Severe CRS"))])
+    assert (rec.kind, rec.grade) == ("crs", None)
+
+
+def test_adverse_event_with_ctcae_grade_extension(kb: Knowledge) -> None:
+    recs = build(kb, adverse_events=[
+        adverse_event("ae1", WHEN, event=concept(text="Cytokine release syndrome"), grade=3),
+        adverse_event("ae2", at(2026, 3, 9, 9), event=concept(text="Pancreatitis"), grade=4),
+        adverse_event("ae3", at(2026, 3, 9, 10), event=concept(text="Pancreatitis"), grade=4, actuality="potential"),
+    ])
+    assert [(r.kind, r.grade, r.grading_system, r.label) for r in recs] == [
+        ("crs", 3, "CTCAE", "Cytokine release syndrome"), ("other", 4, "CTCAE", "Pancreatitis")]
+
+
+def test_condition_icd10cm_graded_code(kb: Knowledge) -> None:
+    recs = build(kb, conditions=[
+        condition("c1", WHEN, code=concept({"system": ICD10CM, "code": "D89.833"})),
+        condition("c2", at(2026, 3, 9, 9), code=concept({"system": ICD10CM, "code": "G92.00"})),
+        condition("c3", at(2026, 3, 9, 10), code=concept({"system": ICD10CM, "code": "G92.04"})),
+    ])
+    assert [(r.kind, r.grade, r.grade_from_text) for r in recs] == [
+        ("crs", 3, False), ("neuro", None, False), ("neuro", 4, False)]
+
+
+def test_condition_stage_summary_and_abatement_resolution(kb: Knowledge) -> None:
+    recs = build(kb, conditions=[
+        condition("c1", WHEN, code=concept(text="ICANS"), stage_summary=concept({"system": NCIT, "code": "C41340"}),
+                  abated=at(2026, 3, 9, 20)),
+        condition("c2", WHEN, code=concept(text="CRS"), verification="entered-in-error"),
+    ])
+    assert [(r.kind, r.grade, r.at) for r in recs] == [("neuro", 3, WHEN), ("neuro", 0, at(2026, 3, 9, 20))]
+
+
+def test_seizures_from_snomed_condition_and_observation_and_negation(kb: Knowledge) -> None:
+    recs = build(
+        kb,
+        conditions=[condition("c1", WHEN, code=concept(SEIZURE))],
+        observations=[
+            tox_observation("o1", at(2026, 3, 9, 12), code=concept(SEIZURE)),
+            tox_observation("o2", at(2026, 3, 9, 13), code=concept(text="Seizure"), value_boolean=False),
+            tox_observation("o3", at(2026, 3, 9, 14), code=concept(text="Seizure"), value_string="No seizure activity"),
+            tox_observation("o4", at(2026, 3, 9, 15), code=concept(text="Seizure prophylaxis")),
+        ],
+    )
+    assert [(r.kind, r.ref) for r in recs] == [("seizure", "Condition/c1"), ("seizure", "Observation/o1")]
+
+
+def test_overdose_and_flush_from_adverse_event_and_administration(kb: Knowledge) -> None:
+    recs = build(
+        kb,
+        adverse_events=[
+            adverse_event("ae1", WHEN, event=concept(text="Medication error: BLINCYTO line flushed at bag change")),
+            adverse_event("ae2", at(2026, 3, 9, 9), event=concept(text="Overdose")),
+            adverse_event("ae3", at(2026, 3, 9, 10), event=concept(text="Flushing"), grade=1),
+        ],
+        administrations=[
+            blin_infusion("ma1", at(2026, 3, 8), at(2026, 3, 9, 11), status="stopped",
+                          status_reason="Pump programming error - overdose"),
+            blin_infusion("ma2", at(2026, 3, 9, 11), at(2026, 3, 9, 12), status="entered-in-error",
+                          status_reason="overdose"),
+            blin_infusion("ma3", at(2026, 3, 9, 12), None),
+        ],
+    )
+    assert [(r.kind, r.ref, r.at) for r in recs] == [
+        ("flush", "AdverseEvent/ae1", WHEN),
+        ("overdose", "AdverseEvent/ae2", at(2026, 3, 9, 9)),
+        ("other", "AdverseEvent/ae3", at(2026, 3, 9, 10)),
+        ("overdose", "MedicationAdministration/ma1", at(2026, 3, 9, 11)),
+    ]
+
+
+def test_entered_in_error_duplicates_and_future_records_are_dropped(kb: Knowledge) -> None:
+    obs = tox_observation("o1", WHEN, code=concept(text="CRS"), value_integer=2)
+    recs = build(kb, observations=[
+        obs, dict(obs),
+        tox_observation("o2", WHEN, code=concept(text="CRS"), value_integer=4, status="entered-in-error"),
+        tox_observation("o3", at(2026, 3, 11), code=concept(text="CRS"), value_integer=4),
+        tox_observation("o4", WHEN, code=concept(text="Heart rate"), value_integer=3),
+    ])
+    assert [(r.ref, r.grade) for r in recs] == [("Observation/o1", 2)]

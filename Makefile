@@ -55,6 +55,10 @@ test: install-test fhir-server postgres
 test-fast: install-test
 	$(PY) -m pytest -m "not fhir_server and not postgres" $(PYTEST_ARGS)
 
+## bench: hook-call latency and throughput against a local server (exits 1 when a target is missed)
+bench: install-test
+	$(PY) -m tests.bench.hook_latency
+
 ## lint: ruff and mypy --strict
 lint: install-test
 	$(VENV)/bin/ruff check service tests fhir_examples

@@ -57,7 +57,11 @@ def _examples(args: argparse.Namespace) -> int:
         for name in examples.names():
             print(name)
         return 0
-    loaded = examples.load_into(args.fhir_server, names=args.name or None)
+    try:
+        loaded = examples.load_into(args.fhir_server, names=args.name or None)
+    except examples.ExampleError as exc:
+        print(f"blina-cds: {exc}", file=sys.stderr)
+        return 2
     for name, count in loaded.items():
         print(f"{name}: {count} resources")
     return 0

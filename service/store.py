@@ -325,11 +325,8 @@ def open_store(database_url: str) -> SqlFeedbackStore:
     is taken as is). Anything else is a configuration error.
     """
     url = engine_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(url)
-    else:
-        # pre_ping: a replica keeps working after the database restarts or drops idle connections.
-        engine = create_engine(url, pool_pre_ping=True)
+    # pre_ping: a replica keeps working after the database restarts or drops idle connections.
+    engine = _sqlite_engine(url) if url.get_backend_name() == "sqlite" else create_engine(url, pool_pre_ping=True)
     store = SqlFeedbackStore(engine)
     try:
         store.create_schema()

@@ -210,7 +210,8 @@ async def test_order_sign_without_blinatumomab_draft_needs_no_data(client: httpx
              "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                                                        "code": "197361", "display": "amlodipine 5 MG Oral Tablet"}]},
              "subject": {"reference": "Patient/p1"}}
-    context = {"userId": USER, "patientId": "p1", "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": draft}]}}
+    context = {"userId": USER, "patientId": "p1",
+               "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": draft}]}}
     response = await client.post(f"/cds-services/{ORDER_SIGN}", json=hook_body("order-sign", context=context))
     assert response.status_code == 200
     assert response.json() == {"cards": []}

@@ -87,8 +87,9 @@ def adverse_event(id: str, when: dt.datetime | str, *, event: Mapping[str, Any],
     return out
 
 
-def condition(id: str, when: dt.datetime | str, *, code: Mapping[str, Any], stage_summary: Mapping[str, Any] | None = None,
-              abated: dt.datetime | str | None = None, verification: str | None = None) -> dict[str, Any]:
+def condition(id: str, when: dt.datetime | str, *, code: Mapping[str, Any],
+              stage_summary: Mapping[str, Any] | None = None, abated: dt.datetime | str | None = None,
+              verification: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"resourceType": "Condition", "id": id, "code": dict(code),
                            "subject": {"reference": "Patient/p1"}, "onsetDateTime": iso(when)}
     if stage_summary is not None:

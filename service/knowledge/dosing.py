@@ -52,6 +52,10 @@ class Units(Provenance):
         return "/".join(parts)
 
 
+class OrderText(Provenance):
+    dose: str
+
+
 class Dosing(Strict):
     weight_band: WeightBand
     bsa: Bsa
@@ -60,3 +64,4 @@ class Dosing(Strict):
     interruption: InterruptionPolicy
     bags: Bags
     units: Units
+    order_text: OrderText

@@ -58,6 +58,10 @@ class Requirement(Provenance):
         return self
 
 
+class SuggestedOrder(Provenance):
+    text: str
+
+
 class Premedication(Strict):
     timing: Timing
     age: AgeCutoff
@@ -66,6 +70,7 @@ class Premedication(Strict):
     equivalence: Equivalence
     label_equivalence: Equivalence
     requirements: tuple[Requirement, ...]
+    suggested_order: SuggestedOrder
 
     @model_validator(mode="after")
     def _unique(self) -> Premedication:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from service.knowledge import Knowledge
-from service.rules import labs, toxicity
+from service.rules import course, dosing, labs, premedication, toxicity
 from service.rules.base import Finding, Rule
 from service.timeline import Timeline
 
@@ -38,7 +38,9 @@ RULE_IDS: tuple[str, ...] = (
     "therapy-status",
 )
 
-FAMILIES: tuple[Rule, ...] = (labs.evaluate, toxicity.evaluate)
+FAMILIES: tuple[Rule, ...] = (
+    labs.evaluate, toxicity.evaluate, premedication.evaluate, dosing.evaluate, course.evaluate,
+)
 """Every rule family's ``evaluate``; each yields findings for the rule ids it owns."""
 
 

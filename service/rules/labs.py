@@ -32,9 +32,10 @@ def hepatic_interrupt(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
     Then one critical finding lists every breach; at order-sign/order-select it suggests removing each
     draft blinatumomab order in focus.
     """
+    # Rounded before comparing so float noise (3.6 / 1.2 = 3.0000000000000004) never makes "exactly 3×" fire.
     breaches = [
         lab for lab in timeline.labs
-        if lab.ratio is not None and lab.ratio > kb.labs.analytes[lab.analyte].multiple_of_uln
+        if lab.ratio is not None and round(lab.ratio, 9) > kb.labs.analytes[lab.analyte].multiple_of_uln
     ]
     if not breaches:
         return
@@ -103,4 +104,5 @@ def number(value: float | None) -> float | int | None:
 
 
 def when(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="minutes") if value is not None else None
+    """A time for display, in the zone it was recorded in: ``2026-03-09 06:00 UTC``."""
+    return value.strftime("%Y-%m-%d %H:%M %Z").strip() if value is not None else None

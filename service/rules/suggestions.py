@@ -6,8 +6,17 @@ Rules decide *that* a suggestion applies; these functions build the action (the 
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
+import re
+from typing import Any
+
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from pydantic import ValidationError
+
+from service.knowledge import Knowledge
 from service.rules.base import Action
-from service.timeline.model import BlinOrder
+from service.timeline.model import BlinOrder, Timeline
 
 
 def remove_order(order: BlinOrder) -> Action:
@@ -16,3 +25,88 @@ def remove_order(order: BlinOrder) -> Action:
     CDS Hooks: a ``delete`` action names the resource by ``resourceId`` (``MedicationRequest/<id>``).
     """
     return Action(type="delete", key="remove-order", resource_id=order.ref)
+
+
+def update_dose(order: BlinOrder, ug_per_day: float, *, kb: Knowledge) -> Action | None:
+    """Update the draft blinatumomab order to ``ug_per_day``: ``doseAndRate`` becomes one ``rateQuantity``
+    in UCUM ``ug/d`` and the dose inside ``dosageInstruction.text`` is rewritten (the rest is kept).
+
+    ``None`` when the corrected order would not be a valid R4 MedicationRequest (never send one).
+    """
+    resource: dict[str, Any] = copy.deepcopy(dict(order.resource))
+    dosages = [d for d in resource.get("dosageInstruction") or () if isinstance(d, dict)] or [{}]
+    first = dosages[0]
+    value = _number(ug_per_day)
+    ucum = kb.codes.uri("ucum")
+    first["doseAndRate"] = [{"rateQuantity": {"value": value, "unit": "ug/d", "system": ucum, "code": "ug/d"}}]
+    dose_text = kb.dosing.order_text.dose.format(dose=value)
+    text = first.get("text")
+    first["text"] = _DOSE_IN_TEXT.sub(dose_text, text, count=1) if isinstance(text, str) and _DOSE_IN_TEXT.search(
+        text) else (f"{text}; {dose_text}" if isinstance(text, str) and text else dose_text)
+    resource["dosageInstruction"] = [first, *dosages[1:]]
+    checked = _validated(resource)
+    return Action(type="update", key="update-dose", resource=checked) if checked else None
+
+
+def create_steroid(
+    timeline: Timeline, *, agent: str, dose_mg: float | None, dose_mg_per_m2: float | None, kb: Knowledge,
+    before: dt.datetime | None,
+) -> Action | None:
+    """Create a draft steroid premedication order for the patient (intent ``order``, IV, ``before`` − 60 min).
+
+    ``dose_mg`` when known (a per-m² dose is converted with the BSA by the caller); else ``dose_mg_per_m2``.
+    ``None`` without a patient to order for.
+    """
+    if timeline.patient_ref is None or (dose_mg is None and dose_mg_per_m2 is None):
+        return None
+    concept = kb.codes.concepts[agent]
+    coding = concept.codings[0]
+    premed = kb.premedication
+    ucum = kb.codes.uri("ucum")
+    unit = "mg" if dose_mg is not None else "mg/m2"
+    value = _number(dose_mg if dose_mg is not None else dose_mg_per_m2)
+    route = premed.iv_route
+    dosage: dict[str, Any] = {
+        "text": premed.suggested_order.text.format(agent=coding.display or agent, dose=f"{value} {unit}",
+                                                   route="IV"),
+        "route": {"coding": [{"system": kb.codes.uri(route.system), "code": route.code, "display": route.display}]},
+        "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit, "system": ucum, "code": unit}}],
+    }
+    if before is not None:
+        start = before - dt.timedelta(minutes=premed.timing.window_minutes)
+        dosage["timing"] = {"event": [start.isoformat()]}
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": kb.codes.uri(coding.system), "code": coding.code, "display": coding.display}],
+            "text": coding.display or agent,
+        },
+        "subject": {"reference": timeline.patient_ref},
+        "dosageInstruction": [dosage],
+    }
+    checked = _validated(resource)
+    return Action(type="create", key="create-steroid", resource=checked) if checked else None
+
+
+_DOSE_IN_TEXT = re.compile(
+    r"\d+(?:\.\d+)?\s*(?:mcg|µg|μg|ug|micrograms?|mg)\s*/\s*(?:(?:m2|m²|kg)\s*/\s*)?(?:24\s*h(?:ours?)?|day|d|hours?|hr|h)\b",
+    re.IGNORECASE,
+)
+
+
+def _number(value: float | None) -> float | int:
+    assert value is not None
+    rounded = round(value, 1)
+    return int(rounded) if float(rounded).is_integer() else rounded
+
+
+def _validated(resource: dict[str, Any]) -> dict[str, Any] | None:
+    """The resource as ``fhir.resources`` R4B serialises it after validation, or ``None`` if invalid."""
+    try:
+        model = MedicationRequest.model_validate(resource)
+    except ValidationError:
+        return None
+    dumped: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    return dumped

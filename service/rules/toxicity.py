@@ -333,9 +333,16 @@ def _restart_after_overdose(
     ctx: _Context, order: BlinOrder, restart_at: dt.datetime, interruption: Interruption | None
 ) -> Iterator[Finding]:
     events = [r for r in ctx.records if r.kind in ("overdose", "flush") and r.at <= restart_at]
+    # The medication side also reads the stop reason of the infusion (and of the interruption); an
+    # administration naming its Medication by reference is recognised there, not in the toxicity records.
+    events += [ToxicityRecord(kind=p.stop_reason, ref=p.ref, at=p.end, grade=None)
+               for p in ctx.timeline.infusions
+               if p.stop_reason in ("overdose", "flush") and p.end is not None and p.end <= restart_at]
+    if interruption is not None and interruption.reason in ("overdose", "flush"):
+        events.append(ToxicityRecord(kind=interruption.reason, ref=order.ref, at=interruption.stopped, grade=None))
     if not events:
         return
-    event = events[-1]
+    event = max(events, key=lambda r: (r.at, bool(r.label)))
     if interruption is None:
         stopped = event.at
     elif _linked(event, interruption, ctx.timeline.infusions):

@@ -62,7 +62,7 @@ def build_timeline(
     Resources are pooled by ``resourceType`` whatever key brought them (an EHR may answer one query with
     several types) and de-duplicated by (type, id); the drafts of ``context.draftOrders`` stay apart.
     """
-    pool = _pool(data)
+    pool = _pool(data, patient_id=context.get("patientId"))
     drafts = draft_resources(context)
     draft_ids = {relative_ref(r) for r in drafts}
     patients = pool.get("Patient", [])
@@ -106,17 +106,22 @@ def build_timeline(
         positions=positions,
         labs=labs,
         toxicities=toxicities,
+        patient_ref=f"Patient/{patient_id}" if isinstance(patient_id, str) and patient_id else None,
     )
 
 
-def _pool(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Resources by type, first copy of each (type, id) kept; Bundles in the data are opened."""
+def _pool(data: Mapping[str, Sequence[Mapping[str, Any]]], *, patient_id: Any) -> dict[str, list[Mapping[str, Any]]]:
+    """Resources by type, first copy of each (type, id) kept; Bundles in the data are opened.
+
+    A resource whose ``subject``/``patient`` names another patient is dropped: a server that ignores a
+    search parameter (seen: ``AdverseEvent?subject=``) must never put another patient's record on this chart.
+    """
     pool: dict[str, list[Mapping[str, Any]]] = {}
     seen: set[str] = set()
 
     def add(resource: Mapping[str, Any]) -> None:
         rtype = resource.get("resourceType")
-        if not isinstance(rtype, str):
+        if not isinstance(rtype, str) or _other_patient(resource, patient_id):
             return
         if rtype == "Bundle":
             for inner in bundle_resources(resource):
@@ -134,3 +139,15 @@ def _pool(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Map
             if isinstance(resource, Mapping):
                 add(resource)
     return pool
+
+
+def _other_patient(resource: Mapping[str, Any], patient_id: Any) -> bool:
+    if not isinstance(patient_id, str) or resource.get("resourceType") == "Patient":
+        return False
+    for element in ("subject", "patient"):
+        ref = resource.get(element)
+        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+            parts = ref["reference"].rstrip("/").split("/")
+            if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] != patient_id:
+                return True
+    return False

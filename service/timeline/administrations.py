@@ -66,7 +66,10 @@ def build_infusions(
                 entries.append({key: dosage[key]})
         if isinstance(dosage.get("dose"), Mapping):
             entries.append({"doseQuantity": dosage["dose"]})
-        hours = (end - start).total_seconds() / 3600 if end is not None and end > start else None
+        # A bag's dose spread over its period is a rate only for a bag that ran to completion: a stopped or
+        # held bag's dose is what was hung, not what was infused.
+        hours = (end - start).total_seconds() / 3600 if status == "completed" and end is not None and end > start \
+            else None
         dose = daily_dose(
             entries, kb=kb, text=dosage.get("text") if isinstance(dosage.get("text"), str) else None, body=basis,
             concentration_ug_per_ml=concentration_ug_per_ml(referenced_medication(ma, medications), kb),

@@ -101,6 +101,8 @@ class CourseBuilder:
                 start=start, end=None, ug_per_day=dose, cycle=prev.cycle + 1, cycle_start=start, lost_days=0,
                 event="cycle-start", course_start=prev.course_start, interruption=interruption,
                 previous_cycle_end=prev.end, previous_cycle_complete=completed, date_only=date_only,
+                # The label's restart dose after an adverse reaction holds however long the interruption was.
+                ae_restart_at=start if reason == "adverse-event" and not completed else None,
             )
         if gap >= self.restart_gap:
             return replace(

@@ -86,25 +86,35 @@ class RateUnit:
 
 
 def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
-    """``"mcg/day"``, ``"ug/h"``, ``"ug/(m2.d)"``, ``"mg/d"``, ``"mL/h"``, ``"ug/24h"`` → :class:`RateUnit`."""
+    """``"mcg/day"``, ``"ug/h"``, ``"ug/(m2.d)"``, ``"mg/d"``, ``"mL/h"``, ``"ug/(24.h)"`` → :class:`RateUnit`."""
     units = kb.dosing.units
-    parts = [units.norm(p) for p in re.split(r"[/.]", units.norm(unit)) if p]
-    if len(parts) < 2:
+    mass, _, rest = units.norm(unit).partition("/")
+    tokens = [units.norm(t) for t in re.split(r"[/.]", rest) if t]
+    count, basis, time = 1.0, None, None
+    for token in tokens:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)?([a-z]\w*)?", token)
+        if not m or not (m.group(1) or m.group(2)):
+            return None
+        if m.group(1):
+            count *= float(m.group(1))
+        name = m.group(2)
+        if name is None:
+            continue
+        if name in ("m2", "kg") and basis is None and time is None:
+            basis = name
+        elif name in units.per_time_to_per_day and time is None:
+            time = name
+        else:
+            return None
+    if time is None:
         return None
-    mass, time, middle = parts[0], parts[-1], parts[1:-1]
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)?([a-z]+)", time)
-    if not m or m.group(2) not in units.per_time_to_per_day:
-        return None
-    count = float(m.group(1)) if m.group(1) else 1.0
-    per_day = units.per_time_to_per_day[m.group(2)] / count
-    basis = middle[0] if middle in (["m2"], ["kg"]) else None
-    if middle and basis is None:
-        return None
+    per_day = units.per_time_to_per_day[time] / count
+    per_hour = time == "h" and count == 1
     if mass == "ml" and basis is None:
-        return RateUnit(None, per_day, per_hour=m.group(2) == "h" and count == 1)
+        return RateUnit(None, per_day, per_hour=per_hour)
     if mass not in units.mass_to_ug:
         return None
-    return RateUnit(mass, per_day, basis, per_hour=m.group(2) == "h" and count == 1)
+    return RateUnit(mass, per_day, basis, per_hour=per_hour)
 
 
 def quantity_unit(q: Mapping[str, Any]) -> str | None:
@@ -241,7 +251,7 @@ def _mass_rate(
         ug = per_day * body.weight_kg if body.weight_kg else None
         return DailyDose(ug, basis, display, per_kg=True)
     slip = None
-    if per_day > limit:
+    if round(per_day, kb.dosing.limits.fixed_dose_compare_decimals) > limit:
         if parsed.mass == "mg" and value * parsed.per_day <= limit:
             slip = "mg-for-ug"
         elif parsed.per_hour and value * factor <= limit:

@@ -200,6 +200,8 @@ class Timeline:
     """Course position of each in-focus order (by ``BlinOrder.ref``); the running infusion's under ``"current"``."""
     labs: tuple[LabResult, ...] = ()
     toxicities: tuple[ToxicityRecord, ...] = ()
+    patient_ref: str | None = None
+    """``Patient/<id>`` from ``context.patientId``: the subject of the orders our suggestions create."""
 
     @property
     def focus_orders(self) -> tuple[BlinOrder, ...]:

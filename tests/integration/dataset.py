@@ -7,7 +7,8 @@ server, and the same bundle can be loaded again without creating duplicates.
 The chart, relative to ``now``: cycle 1 of blinatumomab 9 µg/day started 3 days ago (order RxNorm
 1597267 and a running infusion), dexamethasone 20 mg given 1 h before it, weight and height, three
 ALT results with a reference range, one AST and one bilirubin, a B-ALL Condition and a grade 2 CRS
-AdverseEvent. Times are relative so the chart stays "current" whatever day the suite runs.
+AdverseEvent; plus a second patient with a few resources of the same kinds, so every expectation also
+proves the patient filter. Times are relative so the chart stays current whatever day the suite runs.
 """
 
 from __future__ import annotations
@@ -38,6 +39,23 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 MEDDRA = "https://www.meddra.org"
 
 
+SERVICES: dict[str, str] = {
+    "blinatumomab-order-sign": "order-sign",
+    "blinatumomab-order-select": "order-select",
+    "blinatumomab-patient-view": "patient-view",
+}
+"""Service id → hook."""
+
+TimelineInputs = list[dict[str, set[str]]]
+"""What the ``timeline_inputs`` spy records: per hook call, prefetch key → {``Type/id``} the service had."""
+
+
+def rule_ids(body: Mapping[str, Any]) -> list[str]:
+    """Sorted rule ids of a hook response's cards (``card.source.topic.code``)."""
+    assert isinstance(body.get("cards"), list), body
+    return sorted(card["source"]["topic"]["code"] for card in body["cards"])
+
+
 @dataclass(frozen=True)
 class Dataset:
     """The bundle to load, and which resource ids each prefetch key must yield."""
@@ -61,6 +79,16 @@ class Dataset:
                 for r in self.resources
             ],
         }
+
+    def context(self, hook: str, *, user_id: str = "Practitioner/dr-blina-1") -> dict[str, Any]:
+        """The hook context an EHR sends for this patient (order hooks carry ``draft_order()``)."""
+        ctx: dict[str, Any] = {"userId": user_id, "patientId": self.patient_id}
+        if hook in ("order-sign", "order-select"):
+            draft = self.draft_order()
+            ctx["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": draft}]}
+            if hook == "order-select":
+                ctx["selections"] = [f"MedicationRequest/{draft['id']}"]
+        return ctx
 
     def draft_order(self, order_id: str = "blina-draft-1") -> dict[str, Any]:
         """A draft blinatumomab order for the next cycle (order-select / order-sign context)."""
@@ -146,8 +174,20 @@ def build_dataset(patient_id: str = "blina-it-1", *, now: dt.datetime | None = N
         "suspectEntity": [{"instance": {"reference": _ref(infusion)}}],
     }
 
+    # Another patient on the same server, so every expectation also proves the patient filter. No
+    # AdverseEvent for them: sekmet 0.1.1 ignores AdverseEvent?subject= (see tests/fhir_server.py).
+    o = f"{p}-other"
+    other = (
+        patient(o, birth_date="2012-02-02"),
+        medication_request(f"{o}-mr-blin", codings=(BLIN_SBD,), status="active", authored_on=now - 10 * day,
+                           dose_and_rate=[rate_quantity(15, "ug/m2/d")], patient_id=o),
+        weight(f"{o}-obs-weight", 31, now - 10 * day, patient_id=o),
+        observation(f"{o}-obs-alt", "1742-6", 20, "U/L", when=now - 10 * day, reference_high=40, patient_id=o),
+        {**condition, "id": f"{o}-cond-ball", "subject": {"reference": f"Patient/{o}"}},
+    )
+
     resources: tuple[Mapping[str, Any], ...] = (
-        pt, order, infusion, premed, *body, *labs, temp, condition, adverse_event,
+        pt, order, infusion, premed, *body, *labs, temp, condition, adverse_event, *other,
     )
     all_obs = {_ref(o) for o in (*body, *labs, temp)}
     expected = {
@@ -163,4 +203,4 @@ def build_dataset(patient_id: str = "blina-it-1", *, now: dt.datetime | None = N
     return Dataset(patient_id=p, now=now, resources=resources, expected=expected)
 
 
-__all__ = ["LOINC", "RXNORM", "Dataset", "build_dataset"]
+__all__ = ["LOINC", "RXNORM", "SERVICES", "Dataset", "TimelineInputs", "build_dataset", "rule_ids"]

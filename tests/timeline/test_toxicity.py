@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
-from service.knowledge import Knowledge
+import pytest
+
+from service.errors import KnowledgeError
+from service.knowledge import Knowledge, load_knowledge
+from service.settings import DEFAULT_KNOWLEDGE_DIR
 from service.timeline.model import ToxicityRecord
 from service.timeline.toxicity import build_toxicities
 from tests.builders import at, blin_infusion, concept
@@ -137,3 +143,16 @@ def test_entered_in_error_duplicates_and_future_records_are_dropped(kb: Knowledg
         tox_observation("o4", WHEN, code=concept(text="Heart rate"), value_integer=3),
     ])
     assert [(r.ref, r.grade) for r in recs] == [("Observation/o1", 2)]
+
+
+def test_bad_toxicity_knowledge_stops_start_up_naming_file_and_key(tmp_path: Path) -> None:
+    shutil.copytree(DEFAULT_KNOWLEDGE_DIR, tmp_path / "kb")
+    path = tmp_path / "kb" / "toxicity.toml"
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original.replace('site_codings = []', 'site_codings = [{ system = "local", code = "X1" }]', 1),
+                    encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"toxicity.toml: concepts.crs.site_codings: unknown code system key"):
+        load_knowledge(tmp_path / "kb")
+    path.write_text(original.replace("'\\bCRS\\b'", "'(CRS'", 1), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"toxicity.toml.*concepts.crs.text_patterns: bad regular expression"):
+        load_knowledge(tmp_path / "kb")

@@ -1,0 +1,158 @@
+"""Shared reasoning of the medication-side rules: context facts, the expected dose, age group, recency.
+
+Every medication card shows the same context (regimen and why it was assumed, cycle/day and where it
+came from, weight band, BSA and method, age group, the sources' confidence), so the facts come from
+one place and every finding carries every key (card templates use StrictUndefined).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from service.knowledge import Knowledge
+from service.knowledge.premedication import AgeGroup
+from service.knowledge.regimens import RegimenSpec
+from service.timeline.course import CURRENT
+from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Timeline
+
+Band = Literal["fixed", "bsa"]
+_UNUSABLE_WEIGHT = ("missing", "unit-missing", "unit-not-convertible", "straddles-45kg")
+
+
+def num(value: float | None, digits: int = 2) -> float | int | None:
+    """A number for display: integral values as ints (``9`` not ``9.0``), others rounded."""
+    if value is None:
+        return None
+    rounded = round(value, digits)
+    return int(rounded) if float(rounded).is_integer() else rounded
+
+
+def when(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="minutes") if value is not None else None
+
+
+def day(value: dt.datetime | None) -> str | None:
+    return value.date().isoformat() if value is not None else None
+
+
+def spec_of(timeline: Timeline, kb: Knowledge) -> RegimenSpec:
+    return kb.regimens.regimens[timeline.regimen.id]
+
+
+def weight_band(timeline: Timeline, kb: Knowledge) -> Band | None:
+    """``fixed`` (≥ 45 kg) or ``bsa`` (< 45 kg); ``None`` when the weight is missing, stale or ambiguous."""
+    body = timeline.body
+    if body.weight_kg is None or body.weight_stale or body.weight_problem in _UNUSABLE_WEIGHT:
+        return None
+    return "fixed" if body.weight_kg >= kb.dosing.weight_band.threshold_kg else "bsa"
+
+
+def age_group(timeline: Timeline, kb: Knowledge) -> AgeGroup:
+    """``pediatric`` below the configured age; ``adult`` otherwise, including when the age is unknown."""
+    age = timeline.body.age_years
+    return "pediatric" if age is not None and age < kb.premedication.age.pediatric_below_years else "adult"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The dose the regimen expects at a position."""
+
+    ug_per_day: float
+    ug_per_m2_per_day: float
+    cap_ug_per_day: float
+    basis: Literal["schedule", "ae-restart"]
+
+
+def expected_dose(position: CoursePosition, spec: RegimenSpec, kb: Knowledge) -> Expected | None:
+    """The schedule row for the cycle and day, or the adverse-event restart dose during its 7-day hold."""
+    ae = kb.regimens.ae_restart
+    hold = dt.timedelta(days=ae.escalate_after_days)
+    if position.ae_restart_at is not None and position.at is not None and position.at - position.ae_restart_at < hold:
+        return Expected(ae.ug_per_day, ae.ug_per_m2_per_day, ae.cap_ug_per_day, "ae-restart")
+    row = spec.row(position.cycle, position.day)
+    if row is None:
+        return None
+    return Expected(row.ug_per_day, row.ug_per_m2_per_day, row.cap_ug_per_day, "schedule")
+
+
+def bsa_dose(expected: Expected, bsa_m2: float) -> float:
+    return min(expected.ug_per_m2_per_day * bsa_m2, expected.cap_ug_per_day)
+
+
+def context_facts(timeline: Timeline, kb: Knowledge, position: CoursePosition | None) -> dict[str, Any]:
+    """Regimen, course position, body size and age: the context every medication card shows."""
+    spec = spec_of(timeline, kb)
+    body = timeline.body
+    return {
+        "regimen": timeline.regimen.id,
+        "regimen_label": spec.label,
+        "regimen_why": timeline.regimen.why,
+        "regimen_evidence": timeline.regimen.evidence,
+        "regimen_confidence": spec.confidence,
+        "cycle": position.cycle if position else None,
+        "day": position.day if position else None,
+        "position_source": position.source if position else None,
+        "event": position.event if position else None,
+        "event_at": when(position.at) if position else None,
+        "derived_cycle": position.derived_cycle if position else None,
+        "derived_day": position.derived_day if position else None,
+        "weight_kg": num(body.weight_kg, 1),
+        "weight_date": day(body.weight_at),
+        "weight_stale": body.weight_stale,
+        "weight_problem": body.weight_problem,
+        "weight_band": weight_band(timeline, kb),
+        "weight_threshold_kg": num(kb.dosing.weight_band.threshold_kg),
+        "bsa_m2": num(body.bsa_m2, 2),
+        "bsa_method": body.bsa_method,
+        "height_cm": num(body.height_cm, 1),
+        "age_years": num(body.age_years, 1),
+        "age_group": age_group(timeline, kb),
+    }
+
+
+def order_facts(order: BlinOrder) -> dict[str, Any]:
+    return {
+        "order_ref": order.ref,
+        "dose_display": order.dose.display,
+        "dose_basis": order.dose.basis,
+        "dose_ug_per_day": num(order.dose.ug_per_day),
+        "dose_ug_per_m2_per_day": num(order.dose.ug_per_m2_per_day),
+    }
+
+
+def focus_targets(timeline: Timeline) -> list[tuple[BlinOrder, CoursePosition]]:
+    """The in-focus orders with their positions (order hooks only)."""
+    if timeline.hook == "patient-view":
+        return []
+    return [(o, timeline.positions[o.ref]) for o in timeline.focus_orders if o.ref in timeline.positions]
+
+
+def last_infusion(timeline: Timeline) -> InfusionPeriod | None:
+    past = [p for p in timeline.infusions if p.start <= timeline.now]
+    return past[-1] if past else None
+
+
+def on_blinatumomab(timeline: Timeline, kb: Knowledge) -> bool:
+    """A blinatumomab infusion running or given within the patient-view lookback, or an active order."""
+    since = timeline.now - dt.timedelta(days=kb.policy.patient_view.lookback_days)
+    last = last_infusion(timeline)
+    if last is not None and (last.end is None or last.end >= since):
+        return True
+    return any(o.status == "active" and (o.start is None or o.start >= since) for o in timeline.orders)
+
+
+def current_position(timeline: Timeline, kb: Knowledge) -> CoursePosition | None:
+    """patient-view: the running infusion's position, or the last one's if it ended within the premed lookback.
+
+    Older events are history: a card about them would not change what anyone does today.
+    """
+    if timeline.hook != "patient-view":
+        return None
+    position = timeline.positions.get(CURRENT)
+    last = last_infusion(timeline)
+    if position is None or last is None:
+        return None
+    recent = timeline.now - dt.timedelta(hours=kb.premedication.timing.lookback_hours)
+    return position if last.end is None or last.end >= recent else None

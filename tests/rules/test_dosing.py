@@ -1,0 +1,209 @@
+"""Dose rules: dose-limit, dose-schedule, dose-weight-band, dose-unverifiable (order hooks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from service.knowledge import Knowledge
+from service.rules.base import Finding
+from tests.builders import (
+    at,
+    blin_infusion,
+    blin_order,
+    height,
+    patient,
+    steroid_given,
+    steroid_order,
+    weight,
+)
+from tests.med_helpers import alarms, one, run
+
+C1 = at(2026, 3, 1, 10)
+NOW = at(2026, 3, 3, 8)  # cycle 1 day 3 when the course started on C1
+
+
+def adult(kg: float = 70, cm: float = 175, when: dt.datetime | None = None) -> list[dict[str, Any]]:
+    when = when or at(2026, 3, 1)
+    return [patient(birth_date="1980-01-01"), weight("w", kg, when), height("h", cm, when)]
+
+
+def dosing(findings: list[Finding]) -> list[tuple[str, str]]:
+    return [(f.rule_id, f.indicator) for f in findings if f.rule_id.startswith("dose-")]
+
+
+def order_on_day3(kb: Knowledge, order: dict[str, Any], *resources: dict[str, Any]) -> list[Finding]:
+    """An order placed on cycle 1 day 3 of a running R/R course at 9 µg/day."""
+    history = [blin_infusion("a", C1, None, ug_per_day=9), steroid_given("d", C1 - dt.timedelta(minutes=30))]
+    return run(kb, now=NOW, drafts=[order, steroid_order("dx")], resources=[*history, *resources])
+
+
+def test_28_on_cycle_1_day_3_is_critical_with_an_update_to_9(kb: Knowledge) -> None:
+    findings = order_on_day3(kb, blin_order("o", 28), *adult())
+    assert dosing(findings) == [("dose-schedule", "critical")]
+    f = one(findings, "dose-schedule")
+    facts = f.facts
+    assert (facts["cycle"], facts["day"], facts["expected_ug_per_day"], facts["direction"]) == (1, 3, 9, "above")
+    assert f.facts["weight_band"] == "fixed" and f.facts["regimen"] == "relapsed-refractory"
+    assert f.facts["regimen_why"] == "default"
+    (action,) = f.actions
+    assert (action.type, action.key) == ("update", "update-dose")
+    assert action.resource is not None
+    dosage = action.resource["dosageInstruction"][0]
+    assert dosage["doseAndRate"] == [{"rateQuantity": {"value": 9, "unit": "ug/d",
+                                                       "system": "http://unitsofmeasure.org", "code": "ug/d"}}]
+    assert action.resource["id"] == "o"
+
+
+def test_correct_9_on_day_3_and_step_to_28_on_day_8_are_quiet(kb: Knowledge) -> None:
+    assert dosing(order_on_day3(kb, blin_order("o", 9), *adult())) == []
+    history = [blin_infusion("a", C1, None, ug_per_day=9)]
+    findings = run(kb, now=at(2026, 3, 8, 9), drafts=[blin_order("o", 28), steroid_order("dx")],
+                   resources=[*history, *adult()])
+    assert alarms(findings) == []
+
+
+def test_below_schedule_is_a_warning(kb: Knowledge) -> None:
+    findings = run(kb, now=NOW, drafts=[blin_order("o", 9, text="Cycle 2 Day 1"), steroid_order("dx")],
+                   resources=adult())
+    assert dosing(findings) == [("dose-schedule", "warning")]
+    assert one(findings, "dose-schedule").facts["direction"] == "below"
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "slip"), [(28, "mg/d", "mg-for-ug"), (28, "ug/h", "per-hour-for-per-day"), (56, "ug/d", None)]
+)
+def test_above_the_absolute_maximum_is_dose_limit_only(kb: Knowledge, value: float, unit: str,
+                                                       slip: str | None) -> None:
+    findings = run(kb, now=NOW, drafts=[blin_order("o", value, unit=unit, text="C2D3"), steroid_order("dx")],
+                   resources=adult())
+    assert dosing(findings) == [("dose-limit", "critical")]
+    f = one(findings, "dose-limit")
+    assert f.facts["unit_slip"] == slip and f.facts["limit_ug_per_day"] == 28
+    assert f.actions[0].resource is not None
+    assert f.actions[0].resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] == 28
+
+
+@pytest.mark.parametrize(("kg", "expected"), [(44.9, [("dose-weight-band", "critical")]), (45.0, [])])
+def test_44_9_kg_is_bsa_band_45_0_is_fixed(kb: Knowledge, kg: float, expected: list[tuple[str, str]]) -> None:
+    findings = run(kb, now=NOW, drafts=[blin_order("o", 28, text="Cycle 2 Day 1"), steroid_order("dx")],
+                   resources=adult(kg, 150))
+    assert dosing(findings) == expected
+    if expected:
+        f = one(findings, "dose-weight-band")
+        assert f.facts["weight_band"] == "bsa" and f.facts["bsa_method"] == "mosteller"
+        assert f.facts["expected_bsa_ug_per_day"] == pytest.approx(20.5, abs=0.05)
+        assert f.facts["direction"] == "above"
+        assert f.actions[0].resource is not None
+        rate = f.actions[0].resource["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]
+        assert rate["value"] == pytest.approx(20.5, abs=0.05)
+
+
+@pytest.mark.parametrize(("dose", "expected"), [(20.5, []), (19, []), (22.5, []),
+                                                (23, [("dose-weight-band", "critical")]),
+                                                (17, [("dose-weight-band", "warning")])])
+def test_child_bsa_dose_within_10_percent(kb: Knowledge, dose: float, expected: list[tuple[str, str]]) -> None:
+    findings = run(kb, now=NOW, drafts=[blin_order("o", dose, text="C2D1"), steroid_order("dx", dose=7)],
+                   resources=[patient(birth_date="2016-01-01"), weight("w", 44.9, at(2026, 3, 1)),
+                              height("h", 150, at(2026, 3, 1))])
+    assert dosing(findings) == expected
+
+
+def test_per_m2_order_for_a_child_is_checked_against_the_per_m2_schedule(kb: Knowledge) -> None:
+    child = [patient(birth_date="2016-01-01"), weight("w", 30, at(2026, 3, 1)), height("h", 135, at(2026, 3, 1))]
+    ok = run(kb, now=NOW, drafts=[blin_order("o", 15, unit="ug/m2/d", text="C2D1"), steroid_order("dx", dose=6)],
+             resources=child)
+    assert dosing(ok) == []
+    wrong = run(kb, now=NOW, drafts=[blin_order("o", 15, unit="ug/m2/d", text="C1D3"), steroid_order("dx", dose=6)],
+                resources=child)
+    assert dosing(wrong) == [("dose-schedule", "critical")]
+    f = one(wrong, "dose-schedule")
+    assert (f.facts["compared"], f.facts["expected_ug_per_m2_per_day"]) == ("ug_per_m2_per_day", 5)
+
+
+@pytest.mark.parametrize(("value", "unit", "kind"),
+                         [(0.4, "ug/kg/d", "per-kg"), (15, "ug/m2/d", "bsa-unit-fixed-band")])
+def test_body_size_units_for_a_fixed_band_patient_warn(kb: Knowledge, value: float, unit: str, kind: str) -> None:
+    findings = run(kb, now=NOW, drafts=[blin_order("o", value, unit=unit, text="C2D1"), steroid_order("dx")],
+                   resources=adult())
+    assert dosing(findings) == [("dose-weight-band", "warning")]
+    assert one(findings, "dose-weight-band").facts["kind"] == kind
+
+
+def test_stale_weight_is_unverifiable_but_the_cap_still_applies(kb: Knowledge) -> None:
+    findings = order_on_day3(kb, blin_order("o", 28), *adult(when=at(2026, 1, 1)))
+    assert sorted(dosing(findings)) == [("dose-schedule", "critical"), ("dose-unverifiable", "warning")]
+    assert one(findings, "dose-unverifiable").facts["problems"] == ["weight-stale"]
+    f = one(findings, "dose-schedule")
+    assert f.facts["band_unknown"] and f.facts["weight_band"] is None and f.actions == ()
+
+
+def test_missing_weight_and_missing_height_under_45kg(kb: Knowledge) -> None:
+    no_weight = order_on_day3(kb, blin_order("o", 9), patient())
+    assert one(no_weight, "dose-unverifiable").facts["problems"] == ["weight-missing"]
+    no_height = order_on_day3(kb, blin_order("o", 5), patient(birth_date="2016-01-01"), weight("w", 30, at(2026, 3, 1)))
+    assert one(no_height, "dose-unverifiable").facts["problems"] == ["height-missing"]
+
+
+def test_rate_without_concentration_and_date_only_start(kb: Knowledge) -> None:
+    findings = run(kb, now=NOW, drafts=[blin_order("o", 10, unit="mL/h", start="2026-03-03"), steroid_order("dx")],
+                   resources=adult())
+    assert dosing(findings) == [("dose-unverifiable", "warning")]
+    assert one(findings, "dose-unverifiable").facts["problems"] == ["rate-without-concentration", "date-only"]
+
+
+def ae_history() -> list[dict[str, Any]]:
+    stop = at(2026, 3, 12, 10)
+    return [blin_infusion("a", C1, at(2026, 3, 8, 10), ug_per_day=9),
+            blin_infusion("b", at(2026, 3, 8, 10), stop, ug_per_day=28, status="stopped",
+                          status_reason="CRS grade 3"),
+            steroid_given("d", at(2026, 3, 14, 9, 30))]
+
+
+def test_restart_after_adverse_event_at_28_is_critical_at_9_is_quiet(kb: Knowledge) -> None:
+    restart = at(2026, 3, 14, 10)
+    bad = run(kb, now=restart, drafts=[blin_order("o", 28, start=restart)], resources=[*ae_history(), *adult()])
+    assert dosing(bad) == [("dose-schedule", "critical")]
+    f = one(bad, "dose-schedule")
+    assert (f.facts["expected_basis"], f.facts["expected_ug_per_day"], f.facts["event"]) == ("ae-restart", 9, "restart")
+    good = run(kb, now=restart, drafts=[blin_order("o", 9, start=restart)], resources=[*ae_history(), *adult()])
+    assert alarms(good) == []
+
+
+@pytest.mark.parametrize(("days", "expected"), [(6, [("dose-schedule", "warning")]), (7, [])])
+def test_re_escalation_before_7_days_is_a_warning(kb: Knowledge, days: int, expected: list[tuple[str, str]]) -> None:
+    restart = at(2026, 3, 14, 10)
+    history = [*ae_history(), blin_infusion("c", restart, None, ug_per_day=9)]
+    when = restart + dt.timedelta(days=days)
+    findings = run(kb, now=when, drafts=[blin_order("o", 28, start=when), steroid_order("dx")],
+                   resources=[*history, *adult()])
+    assert dosing(findings) == expected
+    if expected:
+        f = one(findings, "dose-schedule")
+        assert f.facts["early_escalation"] and f.facts["event"] == "re-escalation"
+
+
+def test_mrd_positive_has_no_step_28_on_day_3_is_quiet(kb: Knowledge) -> None:
+    order = blin_order("o", 28, instantiates=["urn:blina-cds:regimen:mrd-positive"])
+    findings = order_on_day3(kb, order, *adult())
+    assert dosing(findings) == []
+
+
+def test_order_select_evaluates_only_the_selection(kb: Knowledge) -> None:
+    findings = run(kb, now=NOW, hook="order-select", drafts=[blin_order("a", 28, text="C1D3"),
+                                                              blin_order("b", 9, text="C1D3"), steroid_order("dx")],
+                   selections=["MedicationRequest/b"], resources=adult())
+    assert dosing(findings) == []
+
+
+def test_restart_at_9_after_an_adverse_event_interruption_over_7_days_is_quiet(kb: Knowledge) -> None:
+    restart = at(2026, 3, 22, 10)  # 10 days after the CRS stop: a new cycle, still restarted at 9 µg/day
+    findings = run(kb, now=restart, drafts=[blin_order("o", 9, start=restart), steroid_order("dx")],
+                   resources=[*ae_history(), *adult(when=at(2026, 3, 21))])
+    assert dosing(findings) == []
+    too_high = run(kb, now=restart, drafts=[blin_order("o", 28, start=restart), steroid_order("dx")],
+                   resources=[*ae_history(), *adult(when=at(2026, 3, 21))])
+    f = one(too_high, "dose-schedule")
+    assert (f.indicator, f.facts["cycle"], f.facts["expected_basis"]) == ("critical", 2, "ae-restart")

@@ -1,0 +1,97 @@
+"""hepatic-interrupt and lab-unevaluable (clinical-rules.md §3.1, §6 E13–E16)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from service.knowledge import Knowledge
+from service.knowledge.labs import SiteDefaultUln
+from service.rules import labs as lab_rules
+from service.rules.base import Action, Finding
+from service.timeline.labs import build_labs
+from tests.builders import at
+from tests.threshold_builders import ALT, BILI_MASS, BILI_MOLES, draft_order, lab, lab_result, timeline
+
+NOW = at(2026, 3, 10, 9)
+DAY = at(2026, 3, 9, 6)
+
+
+def run(kb: Knowledge, **kw: object) -> list[Finding]:
+    return list(lab_rules.evaluate(timeline(NOW, **kw), kb))  # type: ignore[arg-type]
+
+
+def test_alt_just_above_five_times_uln_is_critical_with_removal_at_order_sign(kb: Knowledge) -> None:
+    order = draft_order()
+    (finding,) = run(kb, labs=[lab_result("alt", 5.01, DAY)], orders=[order])
+    assert (finding.rule_id, finding.indicator) == ("hepatic-interrupt", "critical")
+    (breach,) = finding.facts["breaches"]
+    assert breach["analyte"] == "alt" and breach["display"] == "ALT"
+    assert breach["ratio"] == 5.01 and breach["limit"] == 5 and breach["uln"] == 40
+    assert breach["uln_source"] == "reference-range" and breach["at"] == "2026-03-09 06:00 UTC"
+    assert finding.facts["orders"] == ["MedicationRequest/mr1"]
+    assert finding.actions == (Action(type="delete", key="remove-order", resource_id="MedicationRequest/mr1"),)
+
+
+@pytest.mark.parametrize(("analyte", "ratio"), [("alt", 5.0), ("ast", 5.0), ("bilirubin", 3.0), ("alt", 4.99)])
+def test_exactly_at_the_multiple_is_quiet(kb: Knowledge, analyte: str, ratio: float) -> None:
+    assert run(kb, labs=[lab_result(analyte, ratio, DAY)]) == []
+
+
+def test_bilirubin_above_three_times_and_both_breaches_on_one_card(kb: Knowledge) -> None:
+    (finding,) = run(kb, labs=[lab_result("ast", 7.2, DAY), lab_result("bilirubin", 3.01, DAY, uln=1.2)],
+                     hook="patient-view", orders=[draft_order()])
+    assert [b["analyte"] for b in finding.facts["breaches"]] == ["ast", "bilirubin"]
+    assert finding.actions == () and finding.facts["orders"] == []
+
+
+def test_normal_labs_are_quiet(kb: Knowledge) -> None:
+    assert run(kb, labs=[lab_result("alt", 1.1, DAY), lab_result("ast", 0.8, DAY),
+                         lab_result("bilirubin", 0.5, DAY, uln=1.2)]) == []
+
+
+def test_no_uln_without_site_default_warns(kb: Knowledge) -> None:
+    (finding,) = run(kb, labs=[lab_result("alt", None, DAY, uln=None, problem="no-uln")])
+    assert (finding.rule_id, finding.indicator) == ("lab-unevaluable", "warning")
+    assert [(x["analyte"], x["problem"]) for x in finding.facts["labs"]] == [("alt", "no-uln")]
+
+
+def test_end_to_end_from_fhir(kb: Knowledge) -> None:
+    """Latest wins (earlier breach normalised), preliminary ignored, µmol/L bilirubin vs mg/dL range."""
+    observations = [
+        lab("alt-old", ALT, 800, "U/L", at(2026, 3, 5), high=40),
+        lab("alt-new", ALT, 80, "U/L", at(2026, 3, 8), high=40),
+        lab("alt-prelim", ALT, 900, "U/L", at(2026, 3, 9), high=40, status="preliminary"),
+        lab("bili", BILI_MOLES, 61.57, "umol/L", at(2026, 3, 9), high=1.2, high_unit="mg/dL"),
+    ]
+    tl = timeline(NOW, labs=build_labs(observations, kb=kb, now=NOW))
+    (finding,) = lab_rules.evaluate(tl, kb)
+    assert finding.rule_id == "hepatic-interrupt"
+    (breach,) = finding.facts["breaches"]
+    assert breach["analyte"] == "bilirubin" and breach["unit"] == "umol/L" and breach["uln_unit"] == "mg/dL"
+    assert breach["ratio"] == 3.0  # 3.0005 shown to 2 decimals; it is strictly above 3
+    assert tl.labs[-1].ratio is not None and tl.labs[-1].ratio > 3.0
+
+    exactly = [lab("bili", BILI_MASS, 3.6, "mg/dL", at(2026, 3, 9), high=1.2)]
+    assert list(lab_rules.evaluate(timeline(NOW, labs=build_labs(exactly, kb=kb, now=NOW)), kb)) == []
+
+
+def test_no_range_with_site_default_evaluates_and_says_so(kb: Knowledge) -> None:
+    site = dataclasses.replace(kb, labs=kb.labs.model_copy(update={"site_default_uln": {
+        "alt": SiteDefaultUln(value=40, unit="U/L", source="site", reviewed_on=dt.date(2026, 1, 1),
+                              confidence="verified")}}))
+    observations = [lab("a", ALT, 240, "U/L", at(2026, 3, 9))]
+    (finding,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(observations, kb=site, now=NOW)), site)
+    assert finding.rule_id == "hepatic-interrupt" and finding.facts["uses_site_default"] is True
+    assert finding.facts["breaches"][0]["uln_source"] == "site-default"
+    (warning,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(observations, kb=kb, now=NOW)), kb)
+    assert warning.rule_id == "lab-unevaluable"
+
+
+def test_unconvertible_unit_warns(kb: Knowledge) -> None:
+    observations = [lab("a", ALT, 3, "mmol/L", at(2026, 3, 9), high=40, high_unit="U/L")]
+    (finding,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(observations, kb=kb, now=NOW)), kb)
+    assert finding.rule_id == "lab-unevaluable"
+    assert finding.facts["labs"][0]["problem"] == "unit-not-convertible"

@@ -1,0 +1,204 @@
+"""Premedication rules: premed-missing, premed-timing, premed-dose."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+
+from service.knowledge import Knowledge
+from service.rules.base import Finding
+from tests.builders import (
+    DEXAMETHASONE,
+    METHYLPREDNISOLONE,
+    PREDNISONE,
+    at,
+    blin_infusion,
+    blin_order,
+    height,
+    patient,
+    steroid_given,
+    steroid_order,
+    weight,
+)
+from tests.med_helpers import alarms, one, run
+
+C1 = at(2026, 3, 1, 10)
+MRD = "urn:blina-cds:regimen:mrd-positive"
+
+
+def adult(birth: str = "1980-01-01", kg: float = 70, cm: float = 175) -> list[dict[str, Any]]:
+    return [patient(birth_date=birth), weight("w", kg, at(2026, 2, 28)), height("h", cm, at(2026, 2, 28))]
+
+
+def child(kg: float = 30, cm: float = 135) -> list[dict[str, Any]]:
+    return adult("2016-01-01", kg, cm)
+
+
+def premed(findings: list[Finding]) -> list[tuple[str, str]]:
+    return sorted((f.rule_id, f.indicator) for f in findings if f.rule_id.startswith("premed-"))
+
+
+def test_cycle_start_without_steroid_warns_and_suggests_dexamethasone_20mg(kb: Knowledge) -> None:
+    findings = run(kb, now=C1, drafts=[blin_order("o", 9, start=C1)], resources=adult())
+    assert premed(findings) == [("premed-missing", "warning")]
+    f = one(findings, "premed-missing")
+    assert (f.facts["event"], f.facts["cycle"], f.facts["day"]) == ("cycle-start", 1, 1)
+    assert (f.facts["steroid_agent"], f.facts["steroid_dose_mg"]) == ("dexamethasone", 20)
+    (action,) = f.actions
+    assert (action.type, action.key) == ("create", "create-steroid")
+    assert action.resource is not None
+    MedicationRequest.model_validate(action.resource)
+    assert action.resource["status"] == "draft" and action.resource["intent"] == "order"
+    assert action.resource["subject"] == {"reference": "Patient/p1"}
+    assert action.resource["medicationCodeableConcept"]["coding"][0]["code"] == "3264"
+    dosage = action.resource["dosageInstruction"][0]
+    assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == 20
+    assert dosage["route"]["coding"][0]["code"] == "47625008"
+    assert dosage["timing"]["event"] == ["2026-03-01T09:00:00Z"]
+
+
+def test_a_draft_or_active_steroid_order_satisfies_order_time(kb: Knowledge) -> None:
+    draft = run(kb, now=C1, drafts=[blin_order("o", 9), steroid_order("dx")], resources=adult())
+    assert premed(draft) == []
+    active = run(kb, now=C1, drafts=[blin_order("o", 9)],
+                 resources=[*adult(), steroid_order("dx", status="active", start=C1 - dt.timedelta(hours=1))])
+    assert premed(active) == []
+
+
+def test_mrd_positive_adult_suggestion_is_prednisone_100mg(kb: Knowledge) -> None:
+    findings = run(kb, now=C1, drafts=[blin_order("o", 28, instantiates=[MRD])], resources=adult())
+    f = one(findings, "premed-missing")
+    assert f.facts["regimen"] == "mrd-positive" and f.facts["regimen_why"] == "order-canonical"
+    assert f.actions[0].resource is not None
+    coding = f.actions[0].resource["medicationCodeableConcept"]["coding"][0]
+    assert (coding["code"], f.actions[0].resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"]) \
+        == ("8640", 100)
+
+
+def test_child_gets_5_mg_per_m2_capped(kb: Knowledge) -> None:
+    f = one(run(kb, now=C1, drafts=[blin_order("o", 5.3)], resources=child()), "premed-missing")
+    assert f.facts["age_group"] == "pediatric"
+    assert f.facts["steroid_dose_mg"] == pytest.approx(5.3, abs=0.05)
+
+
+def test_pediatric_premedication_is_first_cycle_only(kb: Knowledge) -> None:
+    findings = run(kb, now=C1, drafts=[blin_order("o", 15.9, text="Cycle 2 Day 1")], resources=child())
+    assert premed(findings) == []
+
+
+def test_16_year_old_over_45kg_gets_pediatric_premedication(kb: Knowledge) -> None:
+    f = one(run(kb, now=C1, drafts=[blin_order("o", 9)], resources=adult("2010-01-01", 60, 170)), "premed-missing")
+    assert f.facts["age_group"] == "pediatric" and f.facts["weight_band"] == "fixed"
+    assert f.facts["required_dose_mg_per_m2"] == 5 and f.facts["required_max_mg"] == 20
+
+
+def test_step_dose_needs_premedication_on_rr_but_mrd_positive_has_no_step(kb: Knowledge) -> None:
+    history = [blin_infusion("a", C1, None, ug_per_day=9), steroid_given("d", C1 - dt.timedelta(minutes=45))]
+    day8 = at(2026, 3, 8, 10)
+    rr = run(kb, now=day8, drafts=[blin_order("o", 28)], resources=[*history, *adult()])
+    assert premed(rr) == [("premed-missing", "warning")]
+    assert one(rr, "premed-missing").facts["event"] == "step"
+    mrd_history = [blin_infusion("a", C1, None, ug_per_day=28), steroid_given("d", C1 - dt.timedelta(minutes=45),
+                                                                                PREDNISONE, dose=100)]
+    mrd = run(kb, now=day8, drafts=[blin_order("o", 28, instantiates=[MRD])], resources=[*mrd_history, *adult()])
+    assert premed(mrd) == []
+
+
+@pytest.mark.parametrize(("minutes", "expected"), [(239, []), (240, [("premed-missing", "warning")])])
+def test_restart_after_4_hours_needs_premedication(kb: Knowledge, minutes: int, expected: list[Any]) -> None:
+    stop = at(2026, 3, 5, 10)
+    restart = stop + dt.timedelta(minutes=minutes)
+    history = [blin_infusion("a", C1, stop, ug_per_day=28), steroid_given("d", C1 - dt.timedelta(minutes=45))]
+    findings = run(kb, now=restart, drafts=[blin_order("o", 28, start=restart)], resources=[*history, *adult()])
+    assert premed(findings) == expected
+
+
+def view(kb: Knowledge, *resources: dict[str, Any], now: dt.datetime | None = None) -> list[Finding]:
+    return run(kb, now=now or at(2026, 3, 1, 14), hook="patient-view",
+               resources=[blin_infusion("a", C1, None, ug_per_day=9), *resources])
+
+
+def test_patient_view_running_infusion_with_dexamethasone_30_min_before_is_quiet(kb: Knowledge) -> None:
+    assert alarms(view(kb, *adult(), steroid_given("d", C1 - dt.timedelta(minutes=30)))) == []
+
+
+def test_exactly_60_min_before_is_on_time_61_is_not(kb: Knowledge) -> None:
+    assert premed(view(kb, *adult(), steroid_given("d", C1 - dt.timedelta(minutes=60)))) == []
+    late = view(kb, *adult(), steroid_given("d", C1 - dt.timedelta(minutes=61)))
+    assert premed(late) == [("premed-timing", "warning")]
+
+
+def test_dexamethasone_2h_before_or_after_the_start_is_a_timing_warning(kb: Knowledge) -> None:
+    early = view(kb, *adult(), steroid_given("d", C1 - dt.timedelta(hours=2)))
+    assert premed(early) == [("premed-timing", "warning")]
+    f = one(early, "premed-timing")
+    assert f.facts["minutes_before"] == 120 and not f.facts["given_after_start"]
+    late = view(kb, *adult(), steroid_given("d", C1 + dt.timedelta(minutes=20)))
+    assert premed(late) == [("premed-timing", "warning")]
+    assert one(late, "premed-timing").facts["given_after_start"]
+
+
+def test_infusion_started_without_premedication_is_critical(kb: Knowledge) -> None:
+    findings = view(kb, *adult())
+    assert premed(findings) == [("premed-missing", "critical")]
+    f = one(findings, "premed-missing")
+    assert f.facts["infusion_started"] and f.actions == ()
+
+
+def test_steroid_outside_24h_does_not_count(kb: Knowledge) -> None:
+    assert premed(view(kb, *adult(), steroid_given("d", C1 - dt.timedelta(hours=25)))) == [("premed-missing",
+                                                                                              "critical")]
+
+
+@pytest.mark.parametrize(
+    ("coding", "dose", "expected"),
+    [(DEXAMETHASONE, 16, []), (METHYLPREDNISOLONE, 80, []), (PREDNISONE, 100, []),
+     (PREDNISONE, 50, [("premed-dose", "warning")]), (DEXAMETHASONE, 12, [("premed-dose", "warning")])],
+)
+def test_mrd_positive_accepts_label_equivalents(kb: Knowledge, coding: dict[str, str], dose: float,
+                                                expected: list[Any]) -> None:
+    findings = run(kb, now=C1, drafts=[blin_order("o", 28, instantiates=[MRD])],
+                   resources=[*adult(), steroid_given("s", C1 - dt.timedelta(minutes=30), coding, dose=dose)])
+    assert premed(findings) == expected
+
+
+def test_rr_names_dexamethasone_another_agent_or_low_dose_warns(kb: Knowledge) -> None:
+    other = run(kb, now=C1, drafts=[blin_order("o", 9)],
+                resources=[*adult(), steroid_given("s", C1 - dt.timedelta(minutes=30), METHYLPREDNISOLONE, dose=125)])
+    assert premed(other) == [("premed-dose", "warning")]
+    f = one(other, "premed-dose")
+    assert not f.facts["agent_ok"] and f.facts["equivalent_mg"] == pytest.approx(23.4, abs=0.1)
+    low = run(kb, now=C1, drafts=[blin_order("o", 9)],
+              resources=[*adult(), steroid_given("s", C1 - dt.timedelta(minutes=30), dose=10)])
+    assert premed(low) == [("premed-dose", "warning")]
+
+
+def test_child_dose_tolerance_and_cap(kb: Knowledge) -> None:
+    ok = run(kb, now=C1, drafts=[blin_order("o", 5.3)],
+             resources=[*child(), steroid_given("s", C1 - dt.timedelta(minutes=30), dose=4.8)])
+    assert premed(ok) == []  # 5 mg/m² × 1.061 m² = 5.3 mg; 4.8 mg is within 10 %
+    low = run(kb, now=C1, drafts=[blin_order("o", 5.3)],
+              resources=[*child(), steroid_given("s", C1 - dt.timedelta(minutes=30), dose=4.5)])
+    assert premed(low) == [("premed-dose", "warning")]
+
+
+def test_a_steroid_given_for_another_reason_inside_the_window_counts(kb: Knowledge) -> None:
+    chemo_dex = steroid_given("s", C1 - dt.timedelta(minutes=40), dose=20, route_text="PO")
+    assert premed(run(kb, now=C1, drafts=[blin_order("o", 9)], resources=[*adult(), chemo_dex])) == []
+
+
+def test_date_only_steroid_cannot_be_placed_in_the_window(kb: Knowledge) -> None:
+    findings = view(kb, *adult(), steroid_given("d", "2026-03-01"))
+    assert premed(findings) == [("premed-timing", "warning")]
+    assert one(findings, "premed-timing").facts["given_date_only"]
+
+
+def test_continuation_needs_no_premedication(kb: Knowledge) -> None:
+    history = [blin_infusion("a", C1, at(2026, 3, 3, 10), ug_per_day=9),
+               steroid_given("d", C1 - dt.timedelta(minutes=45))]
+    findings = run(kb, now=at(2026, 3, 3, 10), drafts=[blin_order("o", 9, start=at(2026, 3, 3, 10, 10))],
+                   resources=[*history, *adult()])
+    assert premed(findings) == []

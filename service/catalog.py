@@ -19,52 +19,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.knowledge import Knowledge
+from service.rules import RULE_IDS
 from service.schemas import OrderSelectContext, OrderSignContext, PatientViewContext
 from service.timeline.model import HookName
 
-_ORDER_RULES: tuple[str, ...] = (
-    "premed-missing",
-    "premed-timing",
-    "premed-dose",
-    "dose-schedule",
-    "dose-limit",
-    "dose-weight-band",
-    "dose-unverifiable",
-    "hepatic-interrupt",
-    "lab-unevaluable",
-    "crs-interrupt",
-    "crs-discontinue",
-    "neuro-interrupt",
-    "neuro-discontinue",
-    "seizure",
-    "adverse-event-interrupt",
-    "adverse-event-discontinue",
-    "toxicity-grade-unknown",
-    "restart-premature",
-    "cycle-new-required",
-    "cycle-limit",
-    "treatment-free-interval",
-)
+# order-select / order-sign: every rule but the therapy summary.
+_ORDER_RULES: tuple[str, ...] = tuple(r for r in RULE_IDS if r != "therapy-status")
 
-# patient-view: threshold and administration rules, plus the therapy summary.
-_PATIENT_VIEW_RULES: tuple[str, ...] = (
-    "premed-missing",
-    "premed-timing",
-    "premed-dose",
-    "hepatic-interrupt",
-    "lab-unevaluable",
-    "crs-interrupt",
-    "crs-discontinue",
-    "neuro-interrupt",
-    "neuro-discontinue",
-    "seizure",
-    "adverse-event-interrupt",
-    "adverse-event-discontinue",
-    "toxicity-grade-unknown",
-    "restart-premature",
-    "cycle-limit",
-    "treatment-free-interval",
-    "therapy-status",
+# patient-view: threshold and administration rules, plus the therapy summary — not the checks of an order
+# being placed (dose and cycle of a draft).
+_PATIENT_VIEW_RULES: tuple[str, ...] = tuple(
+    r for r in RULE_IDS if not r.startswith("dose-") and r != "cycle-new-required"
 )
 
 

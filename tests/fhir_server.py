@@ -17,7 +17,8 @@ silently skipping them.
 What sekmet 0.1.1 does with our prefetch templates (checked by hand, see the integration tests):
 every template works except ``AdverseEvent?subject=Patient/<id>`` — sekmet defines no search
 parameter for AdverseEvent, so it ignores ``subject`` (a warning OperationOutcome in the searchset)
-and returns every AdverseEvent on the server. Keep one patient with AdverseEvents per server.
+and returns every AdverseEvent on the server. Tests that load AdverseEvents must remove them again
+(``unload``) so other tests' patients do not see them.
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ class FhirServer:
         assert not failed, f"transaction entries failed: {failed}"
         self.loaded.append(bundle)
         return body
+
+    def unload(self, bundle: dict[str, Any]) -> None:
+        """DELETE every resource a loaded transaction PUT or POSTed with a known id (leave the server as found).
+
+        Needed because sekmet ignores ``AdverseEvent?subject=``: an AdverseEvent left behind shows up in
+        every other patient's AdverseEvent search.
+        """
+        for entry in bundle.get("entry", []):
+            resource = entry.get("resource") or {}
+            if not resource.get("id"):
+                continue
+            url = f"{self.base}/{resource['resourceType']}/{resource['id']}"
+            response = httpx.delete(url, timeout=10)
+            assert response.status_code in (200, 202, 204), f"DELETE {url}: {response.status_code}"
 
     def get(self, relative: str, **params: Any) -> dict[str, Any]:
         """GET ``{base}/{relative}`` (a test's own view of the server); asserts 200."""

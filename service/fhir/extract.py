@@ -78,16 +78,15 @@ def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> 
     """
     spec = codes.concepts[concept]
     all_text = list(texts(codeable))
-    if any(_pattern(p).search(t) for p in spec.exclude_text_patterns for t in all_text):
+    if spec.exclude_text_patterns and any(
+        _pattern(p).search(t) for p in spec.exclude_text_patterns for t in all_text
+    ):
         return False
-    wanted = {(codes.uri(c.system), c.code) for c in spec.codings}
+    wanted = codes.wanted(concept)
     for c in codings(codeable):
         system = c.get("system")
-        if isinstance(system, str):
-            key = codes.system_key(system)
-            uri = codes.uri(key) if key else system
-            if (uri, c.get("code")) in wanted:
-                return True
+        if isinstance(system, str) and (codes.canonical_uri(system), c.get("code")) in wanted:
+            return True
     return any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
 
 

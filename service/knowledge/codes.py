@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -43,12 +43,32 @@ class Codes(Strict):
                 raise ValueError(f"system_aliases.{alias}: unknown code system key '{key}'")
         return self
 
+    # Look-up tables built once (concept matching runs for every coding of every resource). Plain
+    # instance attributes, set past pydantic's frozen __setattr__, so reading them costs a dict look-up.
+    key_of_uri: ClassVar[dict[str, str]]
+    canonical_of_uri: ClassVar[dict[str, str]]
+    wanted_of_concept: ClassVar[dict[str, frozenset[tuple[str, str]]]]
+
+    def model_post_init(self, context: Any, /) -> None:
+        keys = {**dict(self.system_aliases), **{uri: key for key, uri in self.code_systems.items()}}
+        object.__setattr__(self, "key_of_uri", keys)
+        object.__setattr__(self, "canonical_of_uri", {uri: self.code_systems[key] for uri, key in keys.items()})
+        object.__setattr__(self, "wanted_of_concept", {
+            name: frozenset((self.code_systems[c.system], c.code) for c in concept.codings)
+            for name, concept in self.concepts.items()
+        })
+
     def system_key(self, uri: str) -> str | None:
         """The ``[code_systems]`` key for a system URI, aliases included."""
-        for key, value in self.code_systems.items():
-            if value == uri:
-                return key
-        return self.system_aliases.get(uri)
+        return self.key_of_uri.get(uri)
+
+    def canonical_uri(self, uri: str) -> str:
+        """A system URI with legacy aliases replaced by the canonical one (unknown URIs unchanged)."""
+        return self.canonical_of_uri.get(uri, uri)
+
+    def wanted(self, concept: str) -> frozenset[tuple[str, str]]:
+        """The (system URI, code) pairs of a concept."""
+        return self.wanted_of_concept[concept]
 
     def uri(self, key: str) -> str:
         return self.code_systems[key]

@@ -1,4 +1,4 @@
-"""Shared fixtures of the integration suite: the dataset (loaded once per session into sekmet), the
+"""Shared fixtures of the integration suite: the dataset (loaded once into sekmet, removed after), the
 mini-EHR's signing key, and a spy on what the pipeline hands to the timeline builder.
 
 The spy is how these tests see the data the service obtained (prefetched or fetched) while the
@@ -8,7 +8,7 @@ resource that reached step 2 of the pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -19,11 +19,14 @@ from tests.integration.dataset import Dataset, TimelineInputs, build_dataset
 from tests.jwt_tools import make_es384_keypair
 
 
-@pytest.fixture(scope="session")
-def dataset(fhir_server: FhirServer) -> Dataset:
+@pytest.fixture(scope="package")
+def dataset(fhir_server: FhirServer) -> Iterator[Dataset]:
+    """Loaded once for this package, removed afterwards: sekmet would show its AdverseEvent to every patient."""
     data = build_dataset()
-    fhir_server.load(data.transaction())
-    return data
+    bundle = data.transaction()
+    fhir_server.load(bundle)
+    yield data
+    fhir_server.unload(bundle)
 
 
 @pytest.fixture(scope="session")

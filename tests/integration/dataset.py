@@ -1,6 +1,6 @@
 """A small, realistic chart for one adult on blinatumomab, as a FHIR transaction bundle.
 
-Loaded once per session into sekmet-fhir (``tests/integration/conftest.py``). Every resource has a
+Loaded once into sekmet-fhir and removed afterwards (``tests/integration/conftest.py``). Every resource has a
 client-chosen id (``PUT``), so the expected content of each prefetch key is known without asking the
 server, and the same bundle can be loaded again without creating duplicates.
 

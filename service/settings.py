@@ -37,8 +37,8 @@ class Settings(BaseSettings):
 
     fhir_timeout_s: float = Field(default=5.0, gt=0)
     """Bound on all FHIR fetches of one hook call together."""
-    fhir_max_pages: int = Field(default=10, ge=1)
-    """How many ``next`` links are followed per prefetch key before giving up (412)."""
+    fhir_max_pages: int = Field(default=20, ge=1)
+    """Pages read per prefetch key. Past it, a search sorted newest first keeps its newest pages; others → 412."""
 
     cards_dir: Path = DEFAULT_CARDS_DIR
     knowledge_dir: Path = DEFAULT_KNOWLEDGE_DIR

@@ -187,7 +187,34 @@ async def test_next_links_are_followed(make_app: AppFactory) -> None:
     assert page3.calls[0].request.headers["authorization"] == f"Bearer {TOKEN}"
 
 
-async def test_paging_stops_at_the_cap(make_app: AppFactory) -> None:
+async def test_unsorted_search_past_the_page_cap_is_412(make_app: AppFactory) -> None:
+    """Conditions are not sorted newest first: an unread page could hold the seizure that matters."""
+    _, client = await make_app(fhir_max_pages=2)
+    keys = await keys_of(client)
+    prefetch: dict[str, Any] = dict.fromkeys(keys)
+    del prefetch["conditions"]
+    with respx.mock(assert_all_called=False) as mock:
+        endless = mock.get(url__regex=rf"^{FHIR}/Condition\?").mock(
+            side_effect=lambda request: httpx.Response(200, json=searchset(next_url=f"{FHIR}/Condition?p=more"))
+        )
+        response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(prefetch, fhirServer=FHIR))
+    assert response.status_code == 412
+    assert "BLINA_CDS_FHIR_MAX_PAGES" in response.json()["issue"][0]["diagnostics"]
+    assert endless.call_count == 2
+
+
+async def test_warning_outcome_inside_a_prefetched_bundle_is_data_not_failure(make_app: AppFactory) -> None:
+    """A searchset noting "parameter ignored" (severity warning) is used as is: no refetch, no 412."""
+    _, client = await make_app()
+    keys = await keys_of(client)
+    prefetch: dict[str, Any] = dict.fromkeys(keys)
+    note = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "not-supported"}]}
+    prefetch["adverseEvents"] = searchset(note)
+    response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(prefetch))  # no fhirServer
+    assert response.status_code == 200
+
+
+async def test_sorted_search_past_the_page_cap_keeps_the_newest_pages(make_app: AppFactory) -> None:
     _, client = await make_app(fhir_max_pages=2)
     keys = await keys_of(client)
     prefetch: dict[str, Any] = dict.fromkeys(keys)

@@ -131,15 +131,25 @@ class FhirClient:
             raise FhirFetchError("FHIR server answered with an OperationOutcome", resource_type=resource_type)
         return [body]
 
-    async def search(self, relative: str) -> list[Mapping[str, Any]]:
+    async def search(self, relative: str, *, newest_first: bool = False) -> list[Mapping[str, Any]]:
         """A search, following ``next`` links (origin-checked) up to ``max_pages`` pages."""
         resource_type = relative.split("?", 1)[0]
-        return await self.pages(self.url_for(relative), resource_type=resource_type)
+        return await self.pages(self.url_for(relative), resource_type=resource_type, newest_first=newest_first)
 
     async def pages(
-        self, url: str | None, *, resource_type: str, first: Mapping[str, Any] | None = None
+        self,
+        url: str | None,
+        *,
+        resource_type: str,
+        first: Mapping[str, Any] | None = None,
+        newest_first: bool = False,
     ) -> list[Mapping[str, Any]]:
-        """Resources of a searchset, from ``first`` (already in hand) or ``url``, through its ``next`` links."""
+        """Resources of a searchset, from ``first`` (already in hand) or ``url``, through its ``next`` links.
+
+        Past ``max_pages`` pages: a search sorted newest first (``_sort=-date``) keeps what it has — only the
+        oldest records are left unread, and a warning is logged; any other search fails (412), because the
+        record left unread could be the one that matters.
+        """
         resources: list[Mapping[str, Any]] = []
         pages = 0
         bundle: Mapping[str, Any] | None = first
@@ -159,7 +169,12 @@ class FhirClient:
             if pages >= self._max_pages:
                 metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="page-cap").inc()
                 log.warning("fhir paging cap reached", extra={"resource_type": resource_type, "pages": pages})
-                break
+                if newest_first:
+                    break
+                raise FhirFetchError(
+                    f"more than {self._max_pages} pages of results; raise BLINA_CDS_FHIR_MAX_PAGES",
+                    resource_type=resource_type,
+                )
         return resources
 
 

@@ -60,6 +60,11 @@ def find_missing_prefetch(templates: Mapping[str, str], prefetch: Mapping[str, A
 
 
 def _is_error(value: Any) -> bool:
+    """An OperationOutcome as the value, or a Bundle holding one that reports an error.
+
+    A searchset may carry an OperationOutcome with only warnings or information (``search.mode`` =
+    ``outcome``, e.g. "parameter ignored"): that is data with a note, not a failed prefetch.
+    """
     if not isinstance(value, Mapping):
         return False
     if value.get("resourceType") == "OperationOutcome":
@@ -69,9 +74,15 @@ def _is_error(value: Any) -> bool:
             isinstance(e, Mapping)
             and isinstance(e.get("resource"), Mapping)
             and e["resource"].get("resourceType") == "OperationOutcome"
+            and _reports_error(e["resource"])
             for e in value.get("entry") or ()
         )
     return False
+
+
+def _reports_error(outcome: Mapping[str, Any]) -> bool:
+    issues = [i for i in outcome.get("issue") or () if isinstance(i, Mapping)]
+    return not issues or any(i.get("severity") not in ("warning", "information") for i in issues)
 
 
 def render_template(template: str, context: Mapping[str, Any]) -> str | None:
@@ -140,7 +151,11 @@ async def resolve(
                 paged[key] = value
             else:
                 resolved.data[key] = [
-                    e["resource"] for e in value.get("entry") or () if isinstance(e, Mapping) and e.get("resource")
+                    e["resource"]
+                    for e in value.get("entry") or ()
+                    if isinstance(e, Mapping)
+                    and isinstance(e.get("resource"), Mapping)
+                    and e["resource"].get("resourceType") != "OperationOutcome"
                 ]
                 resolved.states[key] = "prefetched"
         else:
@@ -154,17 +169,18 @@ async def resolve(
     client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs)
 
     async def fetch(key: str) -> tuple[str, Resources]:
+        newest_first = "_sort=-date" in templates[key]
         if key in paged:
             first = paged[key]
             rtype = _bundle_type(first)
-            return key, await client.pages(None, resource_type=rtype, first=first)
+            return key, await client.pages(None, resource_type=rtype, first=first, newest_first=newest_first)
         relative = render_template(templates[key], request.context)
         if relative is None:
             raise PrefetchUnavailable(f"prefetch template '{key}' needs a context value the request lacks",
                                       prefetch_keys=[key])
         path = relative.split("?", 1)[0]
         if "?" in relative or "/" not in path:
-            return key, await client.search(relative)
+            return key, await client.search(relative, newest_first=newest_first)
         return key, await client.read(relative)
 
     try:

@@ -47,8 +47,8 @@ postgres:
 	  echo "installing PostgreSQL from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-common >/dev/null; }
 
-## test: install what the tests need and run the whole suite (SQLite and PostgreSQL backends, real FHIR server)
-test: install-test fhir-server postgres
+## test: install what the tests need, lint, and run the whole suite (SQLite and PostgreSQL, real FHIR server)
+test: install-test fhir-server postgres lint
 	pg_virtualenv sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// $(PY) -m pytest $(PYTEST_ARGS)'
 
 ## test-fast: unit tests only (no FHIR server, no PostgreSQL)

@@ -4,6 +4,7 @@ The tree::
 
     CdsServiceError                      (never raised itself)
       ├─ InvalidRequest        → 400     malformed JSON, missing or mistyped field, hook ≠ service
+      ├─ PayloadTooLarge       → 413     body over BLINA_CDS_MAX_BODY_BYTES
       ├─ AuthError             → 401     any JWT check failed; the body never says which
       ├─ UnknownService        → 404     no service with that id
       ├─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
@@ -66,6 +67,17 @@ class InvalidRequest(CdsServiceError):
                 for p in self.problems
             ],
         }
+
+
+class PayloadTooLarge(CdsServiceError):
+    """The request body is larger than the configured maximum."""
+
+    status_code = 413
+    issue_code = "too-costly"
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__(f"Request body is larger than {limit} bytes", expression=["body"])
+        self.limit = limit
 
 
 class AuthError(CdsServiceError):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from service import logs, metrics, pipeline
 from service.auth import Caller
 from service.catalog import CdsService
-from service.errors import InvalidRequest, StoreUnavailable, UnknownService
+from service.errors import InvalidRequest, PayloadTooLarge, StoreUnavailable, UnknownService
 from service.pipeline import Engine
 from service.schemas import FeedbackRequest, HookRequest
 from service.store import FeedbackRecord, FeedbackStore
@@ -138,7 +138,18 @@ def _service(engine: Engine, service_id: str) -> CdsService:
 
 
 async def _json(request: Request) -> Any:
-    raw = await request.body()
+    limit: int = request.app.state.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit=limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:

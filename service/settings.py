@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     fhir_max_pages: int = Field(default=20, ge=1)
     """Pages read per prefetch key. Past it, a search sorted newest first keeps its newest pages; others → 412."""
 
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    """Largest hook or feedback body accepted (prefetch Bundles can be large; a body past this is a 413)."""
+
     cards_dir: Path = DEFAULT_CARDS_DIR
     knowledge_dir: Path = DEFAULT_KNOWLEDGE_DIR
     card_map_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)

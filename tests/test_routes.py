@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from tests.conftest import ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW, outcome_fields
+from tests.conftest import ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW, AppFactory, outcome_fields
 
 USER = "Practitioner/example"
 
@@ -186,6 +186,14 @@ async def test_no_redirect_on_trailing_slash(client: httpx.AsyncClient, path: st
     response = await client.request("POST" if path.count("/") > 2 else "GET", path, json=hook_body())
     assert response.status_code == 404  # never a 307: a redirected preflighted POST fails in browsers
     assert "location" not in response.headers
+
+
+async def test_body_over_the_limit_is_413(make_app: AppFactory) -> None:
+    _, client = await make_app(max_body_bytes=2048)
+    body = hook_body(prefetch={"patient": {"resourceType": "Patient", "id": "p1", "text": {"div": "x" * 4096}}})
+    response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body)
+    assert response.status_code == 413
+    assert outcome_fields(response) == ["body"]
 
 
 # ---------------------------------------------------------------- accepted requests

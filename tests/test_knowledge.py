@@ -1,0 +1,102 @@
+"""Knowledge files: they load, carry provenance, and a bad one stops start-up naming file and key."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from service.errors import KnowledgeError
+from service.knowledge import Knowledge, load_knowledge
+from service.knowledge.base import Provenance
+from service.settings import DEFAULT_KNOWLEDGE_DIR
+
+FILES = sorted(p.name for p in DEFAULT_KNOWLEDGE_DIR.glob("*.toml"))
+
+
+def provenance_entries(value: Any, path: str = "") -> Iterator[tuple[str, Provenance]]:
+    if isinstance(value, Provenance):
+        yield path, value
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from provenance_entries(getattr(value, name), f"{path}.{name}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from provenance_entries(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from provenance_entries(v, f"{path}[{i}]")
+
+
+def test_shipped_knowledge_loads_and_every_entry_has_provenance(kb: Knowledge) -> None:
+    entries = [e for section in vars(kb).values() for e in provenance_entries(section)]
+    assert len(entries) > 30
+    for where, entry in entries:
+        assert entry.source.strip(), where
+    confidences = {e.confidence for _, e in entries}
+    assert "unconfirmed" in confidences  # facts the sources did not confirm are marked, not hidden
+    assert "verified" in confidences
+
+
+def copy_knowledge(tmp_path: Path) -> Path:
+    target = tmp_path / "knowledge"
+    shutil.copytree(DEFAULT_KNOWLEDGE_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return target
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_unknown_key_stops_start_up_naming_file_and_key(tmp_path: Path, name: str) -> None:
+    directory = copy_knowledge(tmp_path)
+    path = directory / name
+    path.write_text("typo_key = 1\n" + path.read_text())
+    with pytest.raises(KnowledgeError) as err:
+        load_knowledge(directory)
+    assert err.value.file == name
+    assert "typo_key" in str(err.value)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_broken_toml_or_missing_file_stops_start_up(tmp_path: Path, name: str) -> None:
+    directory = copy_knowledge(tmp_path)
+    (directory / name).write_text("this is = = not toml")
+    with pytest.raises(KnowledgeError, match=name):
+        load_knowledge(directory)
+    (directory / name).unlink()
+    with pytest.raises(KnowledgeError, match="file missing"):
+        load_knowledge(directory)
+
+
+def test_a_site_copy_is_used_when_configured(tmp_path: Path) -> None:
+    from service.main import create_app
+    from service.settings import Settings
+
+    directory = copy_knowledge(tmp_path)
+    codes = directory / "codes.toml"
+    codes.write_text(codes.read_text().replace('"1742-6"', '"9999-9"', 1))
+    app = create_app(Settings(auth="off", knowledge_dir=directory, database_url=f"sqlite:///{tmp_path}/f.db"))
+    assert app is not None
+    loaded = load_knowledge(directory)
+    assert ("http://loinc.org", "9999-9") in loaded.codes.wanted("alt")
+
+
+def test_serve_refuses_to_start_on_bad_knowledge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from service import cli
+    from service.settings import get_settings
+
+    directory = copy_knowledge(tmp_path)
+    (directory / "labs.toml").write_text("typo_key = 1\n" + (directory / "labs.toml").read_text())
+    monkeypatch.setattr("service.logs.configure_logging", lambda level: None)  # keep pytest's log capture
+    monkeypatch.setenv("BLINA_CDS_AUTH", "off")
+    monkeypatch.setenv("BLINA_CDS_KNOWLEDGE_DIR", str(directory))
+    monkeypatch.setenv("BLINA_CDS_DATABASE_URL", f"sqlite:///{tmp_path}/f.db")
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["serve", "--port", "1"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert "labs.toml" in capsys.readouterr().err

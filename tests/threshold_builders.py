@@ -18,6 +18,7 @@ from service.timeline.model import (
     InfusionPeriod,
     Interruption,
     LabResult,
+    Regimen,
     Timeline,
     ToxicityRecord,
 )
@@ -135,10 +136,12 @@ def draft_order(ref: str = "MedicationRequest/mr1", start: dt.datetime | None = 
 def timeline(now: dt.datetime, *, hook: str = "order-sign", labs: Sequence[LabResult] = (),
              toxicities: Sequence[ToxicityRecord] = (), infusions: Sequence[InfusionPeriod] = (),
              orders: Sequence[BlinOrder] = (), positions: Mapping[str, CoursePosition] | None = None,
-             weight_kg: float | None = 70, bsa_m2: float | None = None) -> Timeline:
+             weight_kg: float | None = 70, bsa_m2: float | None = None,
+             regimen: Regimen | None = None) -> Timeline:
     return Timeline(now=now, hook=hook, labs=tuple(labs), toxicities=tuple(toxicities),  # type: ignore[arg-type]
                     infusions=tuple(infusions), orders=tuple(orders), positions=dict(positions or {}),
-                    body=BodySize(weight_kg=weight_kg, bsa_m2=bsa_m2))
+                    body=BodySize(weight_kg=weight_kg, bsa_m2=bsa_m2),
+                    regimen=regimen or Regimen(id="relapsed-refractory", why="default"))
 
 
 def restart_position(stopped: dt.datetime, restarted: dt.datetime, *, course_start: dt.datetime,

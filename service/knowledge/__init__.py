@@ -59,12 +59,41 @@ class Knowledge:
 
 def load_knowledge(directory: Path) -> Knowledge:
     codes = _load_file(directory, "codes", Codes)
-    return Knowledge(
+    kb = Knowledge(
         codes=codes,
         labs=_load_file(directory, "labs", Labs).checked(codes),
         toxicity=_load_file(directory, "toxicity", Toxicity).checked(codes),
         **_medication_knowledge(directory, codes),
     )
+    _check_shared_facts(kb)
+    return kb
+
+
+def _check_shared_facts(kb: Knowledge) -> None:
+    """Facts two files both state (the adverse-event restart dose, the 45 kg band) must agree.
+
+    The toxicity cards print ``toxicity.toml [restart_dose]``; the dose rules check orders against
+    ``regimens.toml [ae_restart]`` and ``dosing.toml [weight_band]``. A pharmacist who edits one and not the
+    other would make a card advise a dose the dose rule then flags: start-up stops instead.
+    """
+    rd, ae = kb.toxicity.restart_dose, kb.regimens.ae_restart
+    pairs = (
+        ("ug_per_day", rd.ug_per_day, ae.ug_per_day, "regimens.toml [ae_restart] ug_per_day"),
+        ("ug_per_m2_per_day", rd.ug_per_m2_per_day, ae.ug_per_m2_per_day,
+         "regimens.toml [ae_restart] ug_per_m2_per_day"),
+        ("escalate_after_days", rd.escalate_after_days, ae.escalate_after_days,
+         "regimens.toml [ae_restart] escalate_after_days"),
+        ("weight_band_kg", rd.weight_band_kg, kb.dosing.weight_band.threshold_kg,
+         "dosing.toml [weight_band] threshold_kg"),
+    )
+    for key, mine, theirs, where in pairs:
+        if float(mine) != float(theirs):
+            raise KnowledgeError(f"{mine} disagrees with {where} ({theirs})", file="toxicity.toml",
+                                 key=f"restart_dose.{key}")
+    for name in rd.confirmed_regimens:
+        if name not in kb.regimens.regimens:
+            raise KnowledgeError(f"unknown regimen '{name}'", file="toxicity.toml",
+                                 key="restart_dose.confirmed_regimens")
 
 
 def _medication_knowledge(directory: Path, codes: Codes) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from service.knowledge.base import Provenance, Strict
 
@@ -36,6 +36,14 @@ class Bags(Provenance):
     durations_hours: tuple[PositiveFloat, ...]
 
 
+class PreservativeBags(Provenance):
+    """Benzyl-alcohol (preservative) bags and the weight below which the label advises against them (E32)."""
+
+    durations_hours: tuple[PositiveFloat, ...]
+    min_weight_kg: PositiveFloat
+    legacy_min_weight_kg: PositiveFloat
+
+
 class Units(Provenance):
     aliases: Mapping[str, str]
     mass_to_ug: Mapping[str, PositiveFloat]
@@ -63,5 +71,13 @@ class Dosing(Strict):
     limits: Limits
     interruption: InterruptionPolicy
     bags: Bags
+    preservative_bags: PreservativeBags
     units: Units
     order_text: OrderText
+
+    @model_validator(mode="after")
+    def _preservative_bags_are_bags(self) -> Dosing:
+        unknown = set(self.preservative_bags.durations_hours) - set(self.bags.durations_hours)
+        if unknown:
+            raise ValueError(f"preservative_bags.durations_hours: not in [bags]: {sorted(unknown)}")
+        return self

@@ -105,6 +105,8 @@ class SeizurePolicy(Provenance):
 class OverduePolicy(Provenance):
     restart_min_hours: float = Field(gt=0)
     """A restart after an overdose or flush interruption no earlier than this."""
+    resolved_max_grade: int = Field(ge=0, le=5)
+    """"All toxicities resolved": the latest record of each toxicity since the overdose is at or below this."""
 
 
 class CrsTreatment(Provenance):
@@ -130,6 +132,8 @@ class RestartDose(Provenance):
     """Below this weight the BSA doses apply."""
     dose_match_tolerance: float = Field(ge=0, lt=1)
     """A running dose within this fraction of the step dose counts as "at the step dose"."""
+    confirmed_regimens: tuple[str, ...] = ()
+    """Regimens for which a source states this restart dose; for the others cards call it unconfirmed."""
 
 
 class Scope(Provenance):

@@ -128,11 +128,13 @@ def _dose_checks(
                                  position=position, expected=expected, compared="ug_per_m2_per_day")
         elif dose is not None:
             tolerance = kb.dosing.bsa.tolerance_pct / 100
-            ratio = dose / target
-            if ratio > 1 + tolerance:
+            # Rounded before comparing: ±10 % is inclusive, and float noise (1.1000000000000003) must not
+            # turn an order exactly 10 % above the BSA dose into a critical card.
+            ratio = round(dose / target, 9)
+            if ratio > round(1 + tolerance, 9):
                 yield finding("dose-weight-band", "critical", kind="bsa-dose", direction="above",
                               ratio_pct=num(ratio * 100, 0))
-            elif ratio < 1 - tolerance:
+            elif ratio < round(1 - tolerance, 9):
                 yield finding("dose-weight-band", "warning", kind="bsa-dose", direction="below",
                               ratio_pct=num(ratio * 100, 0))
     elif band is None and dose is not None and round(dose, decimals) > expected.cap_ug_per_day:
@@ -181,6 +183,7 @@ def _facts(
         ),
         "suggested_ug_per_day": num(suggested, 1),
         "ae_restart_date": day(position.ae_restart_at),
+        "ae_restart_confirmed": timeline.regimen.id in kb.toxicity.restart_dose.confirmed_regimens,
         "escalate_after_days": ae.escalate_after_days,
         "tolerance_pct": num(kb.dosing.bsa.tolerance_pct),
         "unit_slip": order.dose.unit_slip,

@@ -26,7 +26,6 @@ from service.rules.medication import (
     focus_targets,
     num,
     order_facts,
-    weight_band,
     when,
 )
 from service.rules.suggestions import create_steroid
@@ -95,7 +94,7 @@ def check_event(
         indicator: Indicator = "critical" if started else "warning"
         action = None
         if not started and order is not None and order.draft:
-            agent, mg, per_m2 = _suggested_dose(requirement, required_mg, timeline, kb)
+            agent, mg, per_m2 = _suggested_dose(requirement, required_mg)
             action = create_steroid(timeline, agent=agent, dose_mg=mg, dose_mg_per_m2=per_m2, kb=kb,
                                     before=position.at if order.start is not None else None)
             base = {**base, "steroid_agent": agent, "steroid_dose_mg": num(mg, 1),
@@ -171,16 +170,13 @@ def _required_mg(req: Requirement, timeline: Timeline) -> float | None:
     return min(req.dose_mg_per_m2 * bsa, req.max_dose_mg or float("inf"))
 
 
-def _suggested_dose(
-    req: Requirement, required_mg: float | None, timeline: Timeline, kb: Knowledge
-) -> tuple[str, float | None, float | None]:
-    """Agent and dose of the steroid order to suggest: the requirement's, except that an adult under the
-    weight band gets the regimen's per-m² dexamethasone dose (capped) when the agent is dexamethasone."""
-    if req.age_group == "adult" and req.dose_mg_per_m2 is None and weight_band(timeline, kb) == "bsa":
-        pediatric = kb.premedication.requirement(req.regimen, "pediatric")
-        if pediatric.agent == req.agent:
-            return req.agent, _required_mg(pediatric, timeline), (
-                pediatric.dose_mg_per_m2 if timeline.body.bsa_m2 is None else None)
+def _suggested_dose(req: Requirement, required_mg: float | None) -> tuple[str, float | None, float | None]:
+    """Agent and dose of the steroid order to suggest: exactly the requirement premed-dose checks against.
+
+    The label's premedication dose follows the age group, not the weight band (clinical-rules.md §0.3, E26):
+    an adult under 45 kg gets the adult dose, as a 16-year-old over 45 kg gets the pediatric one. Suggesting
+    anything else would create an order this rule itself then calls too low.
+    """
     if required_mg is not None:
         return req.agent, required_mg, None
     return req.agent, None, req.dose_mg_per_m2
@@ -199,6 +195,7 @@ def _requirement_facts(req: Requirement, required_mg: float | None, kb: Knowledg
         "requirement_confidence": req.confidence,
         "requirement_source": req.source,
         "window_minutes": kb.premedication.timing.window_minutes,
+        "pediatric_tolerance_pct": num(kb.premedication.pediatric_dose.tolerance_pct),
         "restart_threshold_minutes": kb.dosing.interruption.restart_threshold_minutes,
     }
 

@@ -288,7 +288,9 @@ def restart_premature(ctx: _Context, *, discontinued: set[str]) -> Iterator[Find
         (neurological toxicity: 3 days, critical; other adverse events: 3 days, a warning, since only a
         secondary source says so; CRS: none, the label restarts "when resolved"), or
     (b) the interruption followed an overdose or a flushed line and the restart is less than 12 hours
-        after the infusion stopped,
+        after the infusion stopped (critical), or is later but a toxicity charted since the overdose has
+        not resolved (critical), or the chart holds no graded record since the overdose, so "all
+        toxicities resolved" cannot be confirmed (warning: the label needs both conditions),
     Then restart-premature (one finding per order and cause). A toxicity already discontinued is left
     to its discontinue card.
     """
@@ -350,14 +352,50 @@ def _restart_after_overdose(
     else:
         return
     hours = (restart_at - stopped).total_seconds() / 3600
-    required = ctx.kb.toxicity.overdose.restart_min_hours
-    if hours >= required:
+    policy = ctx.kb.toxicity.overdose
+    status, unresolved = _toxicity_status_since(ctx, min(event.at, stopped), restart_at)
+    indicator: Indicator
+    if hours < policy.restart_min_hours:
+        reason, indicator = "overdose-too-soon", "critical"
+    elif status == "unresolved":
+        reason, indicator = "overdose-toxicity-unresolved", "critical"
+    elif status == "unknown":
+        reason, indicator = "overdose-toxicity-unknown", "warning"
+    else:
         return
-    yield _restart_finding(ctx, order, restart_at, "critical", {
-        "reason": "overdose-too-soon", "kind": event.kind, "label": event.label, "grade": None,
+    yield _restart_finding(ctx, order, restart_at, indicator, {
+        "reason": reason, "kind": event.kind, "label": event.label, "grade": None,
         "event_at": when(event.at), "stopped_at": when(stopped), "hours_since_stop": round(hours, 1),
-        "required_hours": number(required), "key": event.kind,
+        "required_hours": number(policy.restart_min_hours), "key": event.kind,
+        "toxicity_status": status, "unresolved_toxicities": unresolved,
+        "overdose_resolved_max_grade": policy.resolved_max_grade,
     })
+
+
+def _toxicity_status_since(
+    ctx: _Context, since: dt.datetime, until: dt.datetime
+) -> tuple[Literal["resolved", "unresolved", "unknown"], list[dict[str, Any]]]:
+    """Whether "all toxicities have resolved" between an overdose and a restart (the label's second condition).
+
+    Each toxicity charted in the window (CRS, neurological toxicity and seizures together, each other adverse
+    event by what it is) is judged by its latest record: at or below ``overdose.resolved_max_grade`` is
+    resolved, above it unresolved, without a grade unknown. No record at all is unknown too: the chart does not
+    say the patient is free of toxicity, so the restart gets a warning, not silence.
+    """
+    latest: dict[str, ToxicityRecord] = {}
+    for r in ctx.records:
+        if r.kind in ("overdose", "flush") or not since <= r.at <= until:
+            continue
+        family = "neuro" if r.kind == "seizure" else r.kind
+        latest[_key(family, r) if family == "other" else family] = r
+    limit = ctx.kb.toxicity.overdose.resolved_max_grade
+    unresolved = [{"label": r.label, "grade": r.grade, "at": when(r.at)}
+                  for r in latest.values() if r.grade is not None and r.grade > limit]
+    if unresolved:
+        return "unresolved", unresolved
+    if not latest or any(r.grade is None for r in latest.values()):
+        return "unknown", []
+    return "resolved", []
 
 
 def _restart_finding(
@@ -367,6 +405,8 @@ def _restart_finding(
         "order_ref": order.ref, "restart_at": when(restart_at), "kind": None, "label": None, "grade": None,
         "event_at": None, "resolved_at": None, "days_since_resolved": None, "required_days": None,
         "stopped_at": None, "hours_since_stop": None, "required_hours": None,
+        "toxicity_status": None, "unresolved_toxicities": [], "overdose_resolved_max_grade": None,
+        "restart_ug_per_day": number(ctx.kb.toxicity.restart_dose.ug_per_day),
         **course_position_facts(ctx.timeline),
     }
     facts.update(specific)
@@ -434,8 +474,15 @@ def _small_patient(ctx: _Context) -> bool | None:
 
 
 def _restart_dose(ctx: _Context) -> dict[str, Any]:
+    """The label's restart and escalation doses, with the regimen they were read for (cards flag the others)."""
     rd = ctx.kb.toxicity.restart_dose
+    regimen = ctx.timeline.regimen
     return {
+        "regimen": regimen.id,
+        "regimen_label": ctx.kb.regimens.regimens[regimen.id].label,
+        "regimen_why": regimen.why,
+        "regimen_evidence": regimen.evidence,
+        "restart_dose_confirmed": regimen.id in rd.confirmed_regimens,
         "restart_ug_per_day": number(rd.ug_per_day),
         "restart_ug_per_m2_per_day": number(rd.ug_per_m2_per_day),
         "escalate_ug_per_day": number(rd.escalate_ug_per_day),

@@ -69,6 +69,10 @@ class CourseBuilder:
         self.same_cycle_max = dt.timedelta(hours=self.rules.same_cycle_max_hours)
         self.decimals = kb.dosing.limits.fixed_dose_compare_decimals
         self.toxicities = toxicities
+        policies = kb.toxicity.policies
+        self.interrupt_grade = min(policies.crs.interrupt_grade, policies.neuro.interrupt_grade,
+                                   policies.other.interrupt_grade)
+        """A toxicity at this grade or above, charted during an unexplained stop, was why it stopped."""
 
     def advance(
         self, prev: Segment | None, start: dt.datetime, dose: float | None, *, date_only: bool = False,
@@ -130,7 +134,7 @@ class CourseBuilder:
                 continue
             if t.kind in ("overdose", "flush"):
                 return t.kind
-            if t.kind == "seizure" or (t.grade is not None and t.grade >= 3):
+            if t.kind == "seizure" or (t.grade is not None and t.grade >= self.interrupt_grade):
                 return "adverse-event"
         return None
 

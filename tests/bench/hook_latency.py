@@ -100,7 +100,8 @@ def main() -> int:
                 time.sleep(0.1)
             now = dt.datetime.now(dt.UTC)
             failed = False
-            print(f"{REQUESTS} requests per scenario, {CONCURRENCY} concurrent clients, target p95 < {TARGET_P95_MS} ms")
+            print(f"{REQUESTS} requests per scenario, {CONCURRENCY} concurrent clients, "
+                  f"target p95 < {TARGET_P95_MS} ms")
             for title, name, call in SCENARIOS:
                 body = examples.request_for(name, call, now=now) if name and call else other_order()
                 latencies, elapsed = asyncio.run(run_scenario(base, body))

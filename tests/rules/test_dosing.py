@@ -111,6 +111,22 @@ def test_child_bsa_dose_within_10_percent(kb: Knowledge, dose: float, expected: 
     assert dosing(findings) == expected
 
 
+@pytest.mark.parametrize(("kg", "cm"), [(19.5, 175), (22.1, 157), (30, 135), (44.9, 150)])
+def test_exactly_10_percent_above_or_below_the_bsa_dose_is_within_tolerance(kb: Knowledge, kg: float,
+                                                                             cm: float) -> None:
+    """±10 % is inclusive: float noise in dose ÷ BSA dose (1.1000000000000003) must not make it critical."""
+    from tests.med_helpers import make_timeline
+
+    child = [patient(birth_date="2016-01-01"), weight("w", kg, at(2026, 3, 1)), height("h", cm, at(2026, 3, 1))]
+    bsa = make_timeline(kb, now=NOW, resources=child).body.bsa_m2
+    assert bsa is not None
+    target = min(15 * bsa, 28)
+    for factor in (1.1, 0.9):
+        findings = run(kb, now=NOW, drafts=[blin_order("o", target * factor, text="C2D1"),
+                                             steroid_order("dx", dose=7)], resources=child)
+        assert dosing(findings) == [], (kg, cm, factor)
+
+
 def test_per_m2_order_for_a_child_is_checked_against_the_per_m2_schedule(kb: Knowledge) -> None:
     child = [patient(birth_date="2016-01-01"), weight("w", 30, at(2026, 3, 1)), height("h", 135, at(2026, 3, 1))]
     ok = run(kb, now=NOW, drafts=[blin_order("o", 15, unit="ug/m2/d", text="C2D1"), steroid_order("dx", dose=6)],
@@ -170,6 +186,23 @@ def test_restart_after_adverse_event_at_28_is_critical_at_9_is_quiet(kb: Knowled
     assert (f.facts["expected_basis"], f.facts["expected_ug_per_day"], f.facts["event"]) == ("ae-restart", 9, "restart")
     good = run(kb, now=restart, drafts=[blin_order("o", 9, start=restart)], resources=[*ae_history(), *adult()])
     assert alarms(good) == []
+
+
+def test_ae_restart_dose_outside_relapsed_refractory_is_called_unconfirmed(kb: Knowledge) -> None:
+    """clinical-rules.md §8 item 8: the 9 µg/day restart was read for R/R; MRD-positive cards must say so."""
+    from tests.med_helpers import renderer
+
+    restart = at(2026, 3, 14, 10)
+    mrd = "urn:blina-cds:regimen:mrd-positive"
+    rr = one(run(kb, now=restart, drafts=[blin_order("o", 28, start=restart)], resources=[*ae_history(), *adult()]),
+             "dose-schedule")
+    assert rr.facts["ae_restart_confirmed"] is True
+    assert "not confirmed" not in renderer().render(rr).detail
+    f = one(run(kb, now=restart, drafts=[blin_order("o", 28, start=restart, instantiates=[mrd])],
+                resources=[*ae_history(), *adult()]), "dose-schedule")
+    assert (f.facts["regimen"], f.facts["expected_basis"], f.facts["ae_restart_confirmed"]) == (
+        "mrd-positive", "ae-restart", False)
+    assert "for the MRD-positive B-cell precursor ALL regimen it is not confirmed" in renderer().render(f).detail
 
 
 @pytest.mark.parametrize(("days", "expected"), [(6, [("dose-schedule", "warning")]), (7, [])])

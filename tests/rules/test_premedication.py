@@ -95,6 +95,52 @@ def test_16_year_old_over_45kg_gets_pediatric_premedication(kb: Knowledge) -> No
     assert f.facts["required_dose_mg_per_m2"] == 5 and f.facts["required_max_mg"] == 20
 
 
+def test_adult_under_45kg_gets_the_adult_dose_and_the_suggestion_satisfies_the_rule(kb: Knowledge) -> None:
+    """§0.3 / E26 by symmetry: premedication follows the age group, not the weight band. The suggested
+    steroid order must be one premed-dose accepts (it once suggested 5 mg/m² and then flagged it as low)."""
+    small_adult = adult(kg=40, cm=160)
+    f = one(run(kb, now=C1, drafts=[blin_order("o", 6.7, start=C1)], resources=small_adult), "premed-missing")
+    assert (f.facts["age_group"], f.facts["weight_band"]) == ("adult", "bsa")
+    assert (f.facts["steroid_agent"], f.facts["steroid_dose_mg"], f.facts["steroid_dose_mg_per_m2"]) == (
+        "dexamethasone", 20, None)
+    (action,) = f.actions
+    assert action.resource is not None
+    assert action.resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 20
+    given = steroid_given("s", C1 - dt.timedelta(minutes=30), dose=20)
+    assert alarms(run(kb, now=C1, drafts=[blin_order("o", 6.7, start=C1)], resources=[*small_adult, given])) == []
+
+
+def test_suggested_steroid_is_never_flagged_by_premed_dose(kb: Knowledge) -> None:
+    """Quiet: whatever the suggestion creates, charting it as given 30 min before the start gives no card."""
+    for resources, dose, regimen in ((adult(), 9, []), (child(), 5.3, []), (adult(kg=40, cm=160), 6.7, []),
+                                     (adult(), 28, [MRD])):
+        f = one(run(kb, now=C1, drafts=[blin_order("o", dose, start=C1, instantiates=regimen)],
+                    resources=resources), "premed-missing")
+        agent, mg = f.facts["steroid_agent"], f.facts["steroid_dose_mg"]
+        coding = {"dexamethasone": DEXAMETHASONE, "prednisone": PREDNISONE}[agent]
+        given = steroid_given("s", C1 - dt.timedelta(minutes=30), coding, dose=mg)
+        after = run(kb, now=C1, drafts=[blin_order("o", dose, start=C1, instantiates=regimen)],
+                    resources=[*resources, given])
+        assert premed(after) == [], (agent, mg)
+
+
+def test_re_escalation_after_an_adverse_event_restart_needs_premedication(kb: Knowledge) -> None:
+    """E22: the 9 → 28 µg/day re-escalation is a dose increase and needs premedication as a step dose does."""
+    history = [
+        blin_infusion("a", C1, at(2026, 3, 10, 10), ug_per_day=28, status="stopped", status_reason="adverse event"),
+        blin_infusion("b", at(2026, 3, 12, 10), None, ug_per_day=9),
+        steroid_given("d0", C1 - dt.timedelta(minutes=45)),
+        steroid_given("d1", at(2026, 3, 12, 9, 15)),
+    ]
+    escalate = at(2026, 3, 19, 10)
+    findings = run(kb, now=escalate, drafts=[blin_order("o", 28, start=escalate)], resources=[*history, *adult()])
+    f = one(findings, "premed-missing")
+    assert (f.facts["event"], f.indicator) == ("re-escalation", "warning")
+    covered = run(kb, now=escalate, drafts=[blin_order("o", 28, start=escalate)],
+                  resources=[*history, *adult(), steroid_given("d2", escalate - dt.timedelta(minutes=40))])
+    assert alarms(covered) == []
+
+
 def test_step_dose_needs_premedication_on_rr_but_mrd_positive_has_no_step(kb: Knowledge) -> None:
     history = [blin_infusion("a", C1, None, ug_per_day=9), steroid_given("d", C1 - dt.timedelta(minutes=45))]
     day8 = at(2026, 3, 8, 10)

@@ -14,6 +14,7 @@ from service.rules import labs as lab_rules
 from service.rules import toxicity as tox_rules
 from service.rules.base import Finding
 from service.settings import DEFAULT_CARDS_DIR
+from service.timeline.model import Regimen
 from tests.builders import at
 from tests.threshold_builders import draft_order, infusion, lab_result, restart_position, timeline, tox
 
@@ -102,3 +103,56 @@ def test_card_text_carries_the_facts(kb: Knowledge, renderer: CardRenderer) -> N
     assert "2 seizures this course" in by_rule["neuro-discontinue"][0]
     assert "Consider stopping" in " ".join(by_rule["adverse-event-discontinue"])
     assert any("wait ≥ 12 h" in text for text in by_rule["restart-premature"])
+
+
+def _texts(kb: Knowledge, renderer: CardRenderer, **kw: object) -> dict[str, str]:
+    tl = timeline(NOW, **kw)  # type: ignore[arg-type]
+    out: dict[str, str] = {}
+    for finding in [*lab_rules.evaluate(tl, kb), *tox_rules.evaluate(tl, kb)]:
+        card = renderer.render(finding)
+        assert len(card.summary) <= SUMMARY_LIMIT and "section" not in card.detail.lower(), card.summary
+        out[finding.rule_id] = f"{card.summary}\n{card.detail}"
+    return out
+
+
+def test_overdose_restart_cards_name_both_label_conditions(kb: Knowledge, renderer: CardRenderer) -> None:
+    stopped = NOW - dt.timedelta(hours=14)
+    order = draft_order(start=NOW)
+    common = {"infusions": (infusion("i", COURSE, stopped, stop_reason="overdose"),), "orders": [order],
+              "positions": {order.ref: restart_position(stopped, NOW, course_start=COURSE, reason="overdose")}}
+    overdose = tox("overdose", None, stopped, label="Overdose")
+    unknown = _texts(kb, renderer, toxicities=[overdose], **common)["restart-premature"]
+    assert "confirm all toxicities resolved" in unknown and "No graded record since the overdose" in unknown
+    assert "**both** conditions" in unknown and "12 hours" in unknown
+    unresolved = _texts(kb, renderer, toxicities=[overdose, tox("other", 2, NOW - dt.timedelta(hours=3),
+                                                                 label="Tremor")], **common)["restart-premature"]
+    assert "while toxicity is unresolved" in unresolved and "- Tremor: grade 2 on" in unresolved
+
+
+def test_restart_dose_is_called_unconfirmed_outside_relapsed_refractory(kb: Knowledge,
+                                                                         renderer: CardRenderer) -> None:
+    """clinical-rules.md §8 item 8: the 9 µg/day restart dose was read for R/R only."""
+    running = (infusion("i", COURSE, None, 28),)
+    crs = [tox("crs", 3, at(2026, 3, 9))]
+    rr = _texts(kb, renderer, toxicities=crs, infusions=running)["crs-interrupt"]
+    assert "not confirmed" not in rr and "Weight: 70 kg (at or above 45 kg)" in rr
+    assert "relapsed or refractory B-cell precursor ALL (assumed: the service default" in rr
+    mrd = Regimen(id="mrd-positive", why="order-canonical", evidence="urn:blina-cds:regimen:mrd-positive")
+    for rule, toxicities in (("crs-interrupt", crs), ("neuro-interrupt", [tox("neuro", 3, at(2026, 3, 9))]),
+                             ("adverse-event-interrupt", [tox("other", 3, at(2026, 3, 9), label="Rash")])):
+        text = _texts(kb, renderer, toxicities=toxicities, infusions=running, regimen=mrd)[rule]
+        assert "for the MRD-positive B-cell precursor ALL regimen" in text and "it is not confirmed" in text, rule
+
+
+def test_hepatic_card_attributes_its_sources_correctly(kb: Knowledge, renderer: CardRenderer) -> None:
+    text = _texts(kb, renderer, labs=[lab_result("alt", 6.2, NOW)])["hepatic-interrupt"]
+    assert "LiverTox (NIH) gives the same thresholds" in text
+    assert "the 2016 review (Table 3) says to interrupt until resolved" in text
+    assert "LiverTox say to interrupt until resolved" not in text
+
+
+def test_grade_without_a_grading_system_is_accepted_with_a_note(kb: Knowledge, renderer: CardRenderer) -> None:
+    """E18: the numeric grade is used and the card says the grading system was not stated."""
+    text = _texts(kb, renderer, toxicities=[tox("crs", 3, at(2026, 3, 9))],
+                  infusions=(infusion("i", COURSE, None, 28),))["crs-interrupt"]
+    assert "grading system not stated; the label's table used CTCAE v4.0" in text

@@ -226,6 +226,7 @@ def test_crs_has_no_three_day_wait_but_other_events_warn(kb: Knowledge) -> None:
 @pytest.mark.parametrize("with_position", [True, False])
 def test_restart_after_overdose_needs_12_hours(kb: Knowledge, hours: int, expected: list[tuple[str, str]],
                                                with_position: bool) -> None:
+    """E29. At 12 h the restart is quiet only because the chart also says the toxicities resolved (grade 0)."""
     stopped = at(2026, 3, 9, 20)
     restart = stopped + dt.timedelta(hours=hours)
     infusions = (infusion("MedicationAdministration/i1", COURSE, stopped, 28, stop_reason="overdose"),)
@@ -233,8 +234,10 @@ def test_restart_after_overdose_needs_12_hours(kb: Knowledge, hours: int, expect
     positions = ({order.ref: restart_position(stopped, restart, course_start=COURSE, reason="overdose")}
                  if with_position else {})
     findings = list(tox_rules.evaluate(timeline(
-        restart, toxicities=[tox("overdose", None, stopped, label="Overdose")], infusions=infusions,
-        orders=[order], positions=positions), kb))
+        restart, toxicities=[tox("overdose", None, stopped, label="Overdose"),
+                             tox("other", 1, stopped + dt.timedelta(hours=2), label="Tremor"),
+                             tox("other", 0, stopped + dt.timedelta(hours=10), label="Tremor")],
+        infusions=infusions, orders=[order], positions=positions), kb))
     assert ids(findings) == expected
     if expected:
         assert (findings[0].facts["reason"], findings[0].facts["hours_since_stop"],
@@ -246,10 +249,63 @@ def test_overdose_known_only_from_the_infusion_stop_reason(kb: Knowledge, hours:
     stopped = at(2026, 3, 9, 20)
     restart = stopped + dt.timedelta(hours=hours)
     infusions = (infusion("MedicationAdministration/i1", COURSE, stopped, 28, stop_reason="flush"),)
-    findings = list(tox_rules.evaluate(timeline(restart, infusions=infusions, orders=[draft_order(start=restart)]), kb))
+    resolved = [tox("crs", 0, stopped + dt.timedelta(hours=6), label="CRS")]
+    findings = list(tox_rules.evaluate(timeline(restart, infusions=infusions, toxicities=resolved,
+                                                orders=[draft_order(start=restart)]), kb))
     assert [f.rule_id for f in findings] == expected
     if expected:
         assert (findings[0].facts["kind"], findings[0].facts["stopped_at"]) == ("flush", "2026-03-09 20:00 UTC")
+
+
+def _overdose_restart(kb: Knowledge, records: list[Any], *, hours: int = 14) -> list[Finding]:
+    stopped = at(2026, 3, 9, 20)
+    restart = stopped + dt.timedelta(hours=hours)
+    infusions = (infusion("MedicationAdministration/i1", COURSE, stopped, 28, stop_reason="overdose"),)
+    order = draft_order(start=restart, ug_per_day=28)
+    return list(tox_rules.evaluate(timeline(
+        restart, toxicities=[tox("overdose", None, stopped, label="Overdose"), *records], infusions=infusions,
+        orders=[order], positions={order.ref: restart_position(stopped, restart, course_start=COURSE,
+                                                               reason="overdose")}), kb))
+
+
+def test_overdose_restart_after_12_hours_needs_all_toxicities_resolved(kb: Knowledge) -> None:
+    """Verification §4 / §9 item 5: "when all toxicities have resolved AND no earlier than 12 hours"."""
+    after = at(2026, 3, 9, 22)
+    (unresolved,) = _overdose_restart(kb, [tox("other", 2, after, label="Tremor")])
+    assert (unresolved.rule_id, unresolved.indicator) == ("restart-premature", "critical")
+    assert (unresolved.facts["reason"], unresolved.facts["toxicity_status"]) == (
+        "overdose-toxicity-unresolved", "unresolved")
+    assert unresolved.facts["unresolved_toxicities"] == [
+        {"label": "Tremor", "grade": 2, "at": "2026-03-09 22:00 UTC"}]
+    assert unresolved.facts["hours_since_stop"] == 14.0
+    # improved to grade 1 is not resolved
+    (still,) = _overdose_restart(kb, [tox("other", 2, after, label="Tremor"),
+                                      tox("other", 1, after + dt.timedelta(hours=8), label="Tremor")])
+    assert still.facts["reason"] == "overdose-toxicity-unresolved"
+    # every toxicity charted since the overdose back to grade 0: quiet
+    assert _overdose_restart(kb, [tox("other", 2, after, label="Tremor"),
+                                  tox("other", 0, after + dt.timedelta(hours=8), label="Tremor")]) == []
+
+
+def test_overdose_restart_with_unknown_toxicity_status_warns(kb: Knowledge) -> None:
+    """§9 item 5: no record says the toxicities resolved → a warning rather than silence."""
+    (nothing,) = _overdose_restart(kb, [])
+    assert (nothing.rule_id, nothing.indicator) == ("restart-premature", "warning")
+    assert (nothing.facts["reason"], nothing.facts["toxicity_status"]) == ("overdose-toxicity-unknown", "unknown")
+    # a toxicity without a grade cannot show resolution either
+    findings = _overdose_restart(kb, [tox("neuro", None, at(2026, 3, 9, 23), label="Headache")])
+    assert ids(findings) == [("toxicity-grade-unknown", "warning"), ("restart-premature", "warning")]
+    assert findings[1].facts["reason"] == "overdose-toxicity-unknown"
+    # a seizure after the overdose counts with neurological toxicity: a later grade 0 record settles it
+    seizure = _overdose_restart(kb, [tox("seizure", None, at(2026, 3, 9, 22)), tox("neuro", 0, at(2026, 3, 10, 6))])
+    assert ids(seizure) == [("seizure", "warning")]
+    # records before the overdose say nothing about it
+    (before,) = _overdose_restart(kb, [tox("crs", 0, at(2026, 3, 5))])
+    assert before.facts["reason"] == "overdose-toxicity-unknown"
+    # under 12 h stays critical whatever the toxicity status
+    (early,) = _overdose_restart(kb, [tox("crs", 0, at(2026, 3, 9, 22))], hours=11)
+    assert (early.indicator, early.facts["reason"], early.facts["toxicity_status"]) == (
+        "critical", "overdose-too-soon", "resolved")
 
 
 def test_an_older_overdose_does_not_block_a_later_bag_change(kb: Knowledge) -> None:

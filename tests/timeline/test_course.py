@@ -98,3 +98,27 @@ def test_date_only_history_marks_the_position(kb: Knowledge) -> None:
     history = [medication_administration("a", effective="2026-03-01", status="completed", rate=quantity(9, "ug/d"))]
     p = position(kb, blin_order("o", 9), *history, now=at(2026, 3, 3, 10))
     assert p.date_only
+
+
+def test_a_stop_is_read_as_for_an_adverse_event_at_the_knowledge_interrupt_grade(kb: Knowledge) -> None:
+    """The grade that makes an unexplained stop an adverse-event interruption comes from toxicity.toml (the
+    lowest interrupt grade of its policies), never from a number in the code."""
+    import dataclasses
+
+    from service.timeline.course import CourseBuilder
+    from tests.threshold_builders import infusion, tox
+
+    periods = [infusion("a", C1, at(2026, 3, 10, 10), 28), infusion("b", at(2026, 3, 10, 16), None, 9)]
+    spec = kb.regimens.regimens["relapsed-refractory"]
+
+    def reason(knowledge: Knowledge, grade: int) -> str | None:
+        builder = CourseBuilder(spec=spec, kb=knowledge, toxicities=[tox("other", grade, at(2026, 3, 10, 12))])
+        interruption = builder.segments(periods)[-1].interruption
+        assert interruption is not None
+        return interruption.reason
+
+    assert (reason(kb, 2), reason(kb, 3)) == (None, "adverse-event")
+    policies = kb.toxicity.policies
+    lowered = policies.model_copy(update={"other": policies.other.model_copy(update={"interrupt_grade": 2})})
+    site = dataclasses.replace(kb, toxicity=kb.toxicity.model_copy(update={"policies": lowered}))
+    assert reason(site, 2) == "adverse-event"

@@ -156,3 +156,22 @@ def test_bad_toxicity_knowledge_stops_start_up_naming_file_and_key(tmp_path: Pat
     path.write_text(original.replace("'\\bCRS\\b'", "'(CRS'", 1), encoding="utf-8")
     with pytest.raises(KnowledgeError, match=r"toxicity.toml.*concepts.crs.text_patterns: bad regular expression"):
         load_knowledge(tmp_path / "kb")
+
+
+def test_restart_dose_disagreeing_with_the_dose_rules_stops_start_up(tmp_path: Path) -> None:
+    """toxicity.toml [restart_dose] (printed on cards) and regimens.toml [ae_restart] (checked against orders)
+    state the same label fact; a site that edits one and not the other must not start."""
+    shutil.copytree(DEFAULT_KNOWLEDGE_DIR, tmp_path / "kb")
+    path = tmp_path / "kb" / "toxicity.toml"
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original.replace("[restart_dose]\nug_per_day = 9", "[restart_dose]\nug_per_day = 10", 1),
+                    encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"toxicity.toml: restart_dose.ug_per_day: 10.* regimens.toml"):
+        load_knowledge(tmp_path / "kb")
+    path.write_text(original.replace("weight_band_kg = 45", "weight_band_kg = 40", 1), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"restart_dose.weight_band_kg: .*dosing.toml \[weight_band\]"):
+        load_knowledge(tmp_path / "kb")
+    path.write_text(original.replace('confirmed_regimens = ["relapsed-refractory"]', 'confirmed_regimens = ["rr"]', 1),
+                    encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"restart_dose.confirmed_regimens: unknown regimen 'rr'"):
+        load_knowledge(tmp_path / "kb")

@@ -285,3 +285,36 @@ async def _compare_paths(make_app: AppFactory, fhir_server: Any, name: str, call
     prefetched = sorted((c["source"]["topic"]["code"], c["indicator"]) for c in cards_prefetched)
     assert fetched == prefetched
     _check_manifest(call, cards_fetched)
+
+
+# ---------------------------------------------------------------- `blina-cds examples …`
+
+
+def test_cli_lists_the_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    from service import cli
+
+    assert cli.main(["examples", "list"]) == 0
+    assert capsys.readouterr().out.split() == examples.names()
+
+
+@pytest.mark.fhir_server
+def test_cli_loads_an_example_with_dates_shifted_to_now(fhir_server: Any,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from service import cli
+
+    assert cli.main(["examples", "load", "--fhir-server", fhir_server.base, "--name", "hepatic"]) == 0
+    assert capsys.readouterr().out.startswith("hepatic: ")
+    call = examples.load_manifest("hepatic")["calls"][0]
+    patient_id = f"ex-hepatic-{call['id']}"
+    assert fhir_server.get(f"Patient/{patient_id}")["id"] == patient_id
+    alt = fhir_server.get("Observation", patient=patient_id, code="http://loinc.org|1742-6", _sort="-date")
+    latest = dt.datetime.fromisoformat(alt["entry"][0]["resource"]["effectiveDateTime"].replace("Z", "+00:00"))
+    # authored weeks ago, but loaded as of now: the morning's ALT is from today, not from the reference instant
+    assert dt.timedelta(0) <= dt.datetime.now(dt.UTC) - latest < dt.timedelta(days=1)
+
+
+def test_cli_load_against_an_unreachable_server_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from service import cli
+
+    assert cli.main(["examples", "load", "--fhir-server", "http://127.0.0.1:9/fhir", "--name", "hepatic"]) == 2
+    assert "cannot reach FHIR server" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from service.knowledge import Knowledge
 from service.rules import course, dosing, labs, premedication, toxicity
 from service.rules.base import Finding, Rule
+from service.rules.medication import on_blinatumomab
 from service.timeline import Timeline
 
 RULE_IDS: tuple[str, ...] = (
@@ -45,6 +46,12 @@ FAMILIES: tuple[Rule, ...] = (
 
 
 def evaluate(timeline: Timeline, kb: Knowledge, *, rule_ids: Iterable[str]) -> list[Finding]:
-    """Run every family; keep the findings whose rule id the calling service offers."""
+    """Run every family; keep the findings whose rule id the calling service offers.
+
+    patient-view speaks only about a patient on blinatumomab (a running infusion, or one within the
+    lookback in ``policy.toml``, or an active order): a raised ALT in someone not on the drug is not ours to card.
+    """
+    if timeline.hook == "patient-view" and not on_blinatumomab(timeline, kb):
+        return []
     wanted = set(rule_ids)
     return [f for family in FAMILIES for f in family(timeline, kb) if f.rule_id in wanted]

@@ -1461,15 +1461,12 @@ blina-cds examples load --fhir-server http://127.0.0.1:8091/fhir          # ever
 blina-cds examples load --fhir-server http://127.0.0.1:8091/fhir --name rr-adult-course
 
 # one request, shifted to now, sent with its prefetch (auth off: BLINA_CDS_AUTH=off)
-python -c 'import datetime as d, json; from service import examples as e; \\
-  print(json.dumps(e.request_for("premed-missing", "c2d1-sign", now=d.datetime.now(d.UTC))))' > /tmp/req.json
+blina-cds examples request premed-missing c2d1-sign > /tmp/req.json
 curl -s -XPOST -H 'content-type: application/json' --data-binary @/tmp/req.json \\
   http://127.0.0.1:8000/cds-services/blinatumomab-order-sign | python -m json.tool
 
 # the same call without prefetch, fetched from the FHIR server the example was loaded into
-python -c 'import datetime as d, json; from service import examples as e; \\
-  r = e.request_for("premed-missing", "c2d1-sign", now=d.datetime.now(d.UTC)); r.pop("prefetch"); \\
-  r["fhirServer"] = "http://127.0.0.1:8091/fhir"; print(json.dumps(r))' > /tmp/req-np.json
+blina-cds examples request premed-missing c2d1-sign --fhir-server http://127.0.0.1:8091/fhir > /tmp/req-np.json
 curl -s -XPOST -H 'content-type: application/json' --data-binary @/tmp/req-np.json \\
   http://127.0.0.1:8000/cds-services/blinatumomab-order-sign | python -m json.tool
 ```

@@ -3,6 +3,7 @@
     blina-cds serve [--host H] [--port P] [--workers N]
     blina-cds examples load --fhir-server URL [--name NAME ...]
     blina-cds examples list
+    blina-cds examples request NAME CALL [--fhir-server URL]
 """
 
 from __future__ import annotations
@@ -57,6 +58,20 @@ def _examples(args: argparse.Namespace) -> int:
         for name in examples.names():
             print(name)
         return 0
+    if args.examples_cmd == "request":
+        import datetime as dt
+        import json
+
+        try:
+            request = examples.request_for(args.name, args.call, now=dt.datetime.now(dt.UTC))
+        except (examples.ExampleError, KeyError, StopIteration, FileNotFoundError) as exc:
+            print(f"blina-cds: no example call {args.name}/{args.call} ({exc})", file=sys.stderr)
+            return 2
+        if args.fhir_server:
+            request.pop("prefetch", None)
+            request["fhirServer"] = args.fhir_server
+        print(json.dumps(request, indent=1))
+        return 0
     try:
         loaded = examples.load_into(args.fhir_server, names=args.name or None)
     except examples.ExampleError as exc:
@@ -81,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--fhir-server", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8091/fhir")
     load.add_argument("--name", action="append", help="only this example (repeatable)")
     ex_sub.add_parser("list", help="list the examples")
+    req = ex_sub.add_parser("request", help="print an example call's hook request, dates shifted to now")
+    req.add_argument("name", help="example name (see `examples list`)")
+    req.add_argument("call", help="call id (see the example's manifest.json)")
+    req.add_argument("--fhir-server", help="drop the prefetch and set fhirServer, to exercise the FHIR fallback")
     ex.set_defaults(func=_examples)
     args = parser.parse_args(argv)
     result: int = args.func(args)

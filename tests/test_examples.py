@@ -318,3 +318,18 @@ def test_cli_load_against_an_unreachable_server_says_so(capsys: pytest.CaptureFi
 
     assert cli.main(["examples", "load", "--fhir-server", "http://127.0.0.1:9/fhir", "--name", "hepatic"]) == 2
     assert "cannot reach FHIR server" in capsys.readouterr().err
+
+
+def test_cli_prints_a_shifted_request_with_or_without_prefetch(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from service import cli
+
+    assert cli.main(["examples", "request", "premed-missing", "c2d1-sign"]) == 0
+    with_prefetch = json.loads(capsys.readouterr().out)
+    assert with_prefetch["hook"] == "order-sign" and "prefetch" in with_prefetch
+    fallback = ["--fhir-server", "http://127.0.0.1:1/fhir"]
+    assert cli.main(["examples", "request", "premed-missing", "c2d1-sign", *fallback]) == 0
+    without = json.loads(capsys.readouterr().out)
+    assert "prefetch" not in without and without["fhirServer"] == "http://127.0.0.1:1/fhir"
+    assert cli.main(["examples", "request", "premed-missing", "no-such-call"]) == 2

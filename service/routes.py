@@ -126,7 +126,13 @@ async def prometheus_metrics() -> Response:
 
 
 @router.get("/healthz")
-async def healthz() -> JSONResponse:
+async def healthz(store: StoreDep) -> JSONResponse:
+    """Alive and able to store feedback (a replica that cannot is taken out of rotation)."""
+    try:
+        await store.ping()
+    except Exception:
+        log.exception("health check: feedback store unreachable")
+        return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

@@ -122,6 +122,10 @@ class FeedbackStore(Protocol):
 
     async def count(self) -> int: ...
 
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached (for the health check)."""
+        ...
+
     async def fetch_all(self) -> list[dict[str, Any]]:
         """Every row, oldest first, timestamps aware UTC; for tests and operations."""
         ...
@@ -205,6 +209,9 @@ class SqlFeedbackStore:
     async def count(self) -> int:
         return await self._run(self._count)
 
+    async def ping(self) -> None:
+        await self._run(self._ping)
+
     async def fetch_all(self) -> list[dict[str, Any]]:
         return await self._run(self._fetch_all)
 
@@ -240,6 +247,10 @@ class SqlFeedbackStore:
             for row in rows:
                 stored += conn.execute(stmt, row).rowcount
         return stored
+
+    def _ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def _count(self) -> int:
         with self._engine.connect() as conn:

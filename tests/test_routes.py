@@ -225,6 +225,14 @@ async def test_order_sign_without_blinatumomab_draft_needs_no_data(client: httpx
     assert response.json() == {"cards": []}
 
 
+async def test_health_fails_when_the_feedback_store_is_gone(make_app: AppFactory) -> None:
+    app, client = await make_app()
+    await app.state.store.close()
+    response = await client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+
+
 async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     await client.get("/cds-services")

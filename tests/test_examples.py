@@ -227,7 +227,39 @@ def _alerts(cards: list[dict[str, Any]]) -> set[str]:
     return {c["source"]["topic"]["code"] for c in cards if c["indicator"] in ("warning", "critical")}
 
 
+def _empty_values(value: Any, path: str = "") -> list[str]:
+    """Paths of null, "", [] or {} anywhere in a card (spec: "JSON elements SHALL NOT be null … or empty")."""
+    if value is None or value == "" or value == [] or value == {}:
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _empty_values(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _empty_values(v, f"{path}[{i}]")]
+    return []
+
+
+def _check_card_shape(card: Mapping[str, Any]) -> None:
+    assert not _empty_values(card), _empty_values(card)
+    assert card["uuid"] and len(card["summary"]) < 140 and card["source"]["label"]
+    assert card["indicator"] in ("info", "warning", "critical")
+    assert card["source"]["topic"]["system"] == "urn:blina-cds:rule"
+    if "suggestions" in card:
+        assert card["selectionBehavior"] in ("at-most-one", "any")
+        for suggestion in card["suggestions"]:
+            assert suggestion["uuid"] and suggestion["label"]
+            for action in suggestion.get("actions", ()):
+                assert action["description"]
+                if action["type"] == "delete":
+                    assert action["resourceId"].startswith("MedicationRequest/") and "resource" not in action
+                else:
+                    _validate(action["resource"])  # what a suggestion creates must be valid FHIR R4
+    for reason in card.get("overrideReasons", ()):
+        assert reason["display"] and reason["code"] and reason["system"]
+
+
 def _check_manifest(call: Mapping[str, Any], cards: list[dict[str, Any]]) -> None:
+    for card in cards:
+        _check_card_shape(card)
     expected = set(call["expect_rule_ids"])
     got_all = {c["source"]["topic"]["code"] for c in cards}
     summary = sorted((c["source"]["topic"]["code"], c["indicator"]) for c in cards)

@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them (pinned in pyproject.toml).
+# The service and its pinned dependencies (pyproject.toml), installed in one step: kept simple rather than
+# layered for caching, so any change to the code reinstalls the dependencies too.
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY cards ./cards

@@ -6,9 +6,22 @@ FHIR_VENV := .venv-fhir
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: install install-test run test test-fast lint bench fhir-server fhir-dev postgres clean
+.PHONY: install install-test run test test-fast lint bench fhir-server fhir-dev postgres venv-support clean
 
-$(VENV)/.installed: pyproject.toml
+# Debian ships `venv`/`ensurepip` apart from Python (python3.11-venv): a fresh machine cannot create a venv
+# without it. Install it when we can (CI runs as root), otherwise say what is missing.
+venv-support:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  pkg="python$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $$pkg from Debian"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$$pkg" >/dev/null; \
+	  else \
+	    echo "$(PYTHON) cannot create a virtual environment: install $$pkg (e.g. sudo apt-get install $$pkg)" >&2; \
+	    exit 1; \
+	  fi; }
+
+$(VENV)/.installed: pyproject.toml | venv-support
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -e .
 	touch $@
@@ -28,7 +41,7 @@ run: install
 	BLINA_CDS_AUTH=$${BLINA_CDS_AUTH:-off} $(VENV)/bin/blina-cds serve
 
 # The real FHIR R4 server for integration tests, in its own venv so its pins never constrain ours.
-$(FHIR_VENV)/.installed:
+$(FHIR_VENV)/.installed: | venv-support
 	test -x $(FHIR_VENV)/bin/python || $(PYTHON) -m venv $(FHIR_VENV)
 	$(FHIR_VENV)/bin/python -m pip install $(PIP_FLAGS) sekmet-fhir==0.1.1
 	touch $@

@@ -75,12 +75,6 @@ class Caller:
     """Allowed FHIR base URLs, without trailing slash; ``None`` means any (auth off)."""
     jti: str | None = None
 
-    def may_use_fhir_server(self, fhir_server: str) -> bool:
-        """True when this caller may point us at ``fhir_server`` (a trailing slash is ignored)."""
-        if self.fhir_servers is None:
-            return True
-        return fhir_server.rstrip("/") in self.fhir_servers
-
 
 AUTH_OFF_CALLER = Caller(iss=None, fhir_servers=None)
 """The caller of every request when ``BLINA_CDS_AUTH=off``."""

@@ -58,12 +58,6 @@ class CardTemplate:
     action_descriptions: Mapping[str, Template]
 
 
-@dataclass(frozen=True)
-class RenderedCard:
-    card: Card
-    rule_id: str
-
-
 class CardRenderer:
     """Compiled card templates, loaded and checked once at start-up."""
 

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from service import logs, metrics, pipeline
-from service.auth import Caller
+from service.auth import AUTH_OFF_CALLER, Caller
 from service.catalog import CdsService
 from service.errors import InvalidRequest, PayloadTooLarge, StoreUnavailable, UnknownService
 from service.pipeline import Engine
@@ -42,7 +42,7 @@ async def get_caller(request: Request) -> Caller:
     """The authenticated caller: the JWT is checked on every discovery, hook and feedback call."""
     verifier = request.app.state.verifier
     if verifier is None:  # BLINA_CDS_AUTH=off (development)
-        return Caller(iss=None, fhir_servers=None)
+        return AUTH_OFF_CALLER
     audience = request.app.state.public_base_url + request.url.path
     caller: Caller = await verifier.verify(request.headers.get("authorization"), audience=audience)
     return caller

@@ -106,6 +106,16 @@ class Action(_Out):
     resource: dict[str, Any] | None = None
     resourceId: str | None = None
 
+    @model_validator(mode="after")
+    def _resource_matches_type(self) -> Action:
+        # Spec: create/update "SHALL contain the new resource" / the whole updated one; a delete names its
+        # target by resourceId (a resource on a delete is deprecated; cds-resp-2).
+        if self.type == "delete" and (self.resourceId is None or self.resource is not None):
+            raise ValueError("cds-resp-2: a delete action needs resourceId and no resource")
+        if self.type != "delete" and self.resource is None:
+            raise ValueError(f"a {self.type} action needs the resource")
+        return self
+
 
 class Suggestion(_Out):
     label: str

@@ -19,7 +19,7 @@ import pytest
 import respx
 from cryptography.hazmat.primitives import serialization
 
-from service.auth import AUTH_OFF_CALLER, Caller, JwtVerifier, TrustedIssuers, _SeenJtis
+from service.auth import Caller, JwtVerifier, TrustedIssuers, _SeenJtis
 from service.errors import AuthError
 from tests.jwt_tools import (
     EHR_FHIR,
@@ -513,13 +513,6 @@ async def test_log_names_the_check_iss_and_jti_but_not_the_token(
     assert "token expired" in message and EHR_ISS in message and "jti-logged" in message
     assert token not in caplog.text
     assert token.split(".")[2] not in caplog.text
-
-
-def test_caller_fhir_server_allow_list() -> None:
-    caller = Caller(iss=EHR_ISS, fhir_servers=(EHR_FHIR,))
-    assert caller.may_use_fhir_server(EHR_FHIR + "/")
-    assert not caller.may_use_fhir_server("https://attacker.example.com/fhir")
-    assert AUTH_OFF_CALLER.may_use_fhir_server("https://anything.example.com/fhir")
 
 
 # --- the trusted-issuers file -------------------------------------------------------------------

@@ -95,9 +95,12 @@ async def test_unexpected_error_is_a_500_outcome_with_cors(make_app: AppFactory)
 
 
 async def test_origin_not_in_the_list_gets_no_cors_grant(jwt_client: httpx.AsyncClient) -> None:
-    response = await jwt_client.options(f"/cds-services/{PATIENT_VIEW}",
-                                        headers={**PREFLIGHT, "Origin": "https://evil.example.net"})
-    assert response.headers.get("access-control-allow-origin") != "https://evil.example.net"
+    evil = "https://evil.example.net"
+    preflight = await jwt_client.options(f"/cds-services/{PATIENT_VIEW}", headers={**PREFLIGHT, "Origin": evil})
+    assert preflight.status_code == 400
+    assert "access-control-allow-origin" not in preflight.headers  # neither the origin nor "*"
+    simple = await jwt_client.get("/healthz", headers={"Origin": evil})
+    assert "access-control-allow-origin" not in simple.headers
 
 
 # ---------------------------------------------------------------- JWT on every route
@@ -114,6 +117,7 @@ async def test_discovery_hook_and_feedback_require_a_valid_jwt(jwt_client: httpx
     assert (await jwt_client.post(feedback_path, json=fb)).status_code == 401
     accepted = await jwt_client.post(feedback_path, json=fb, headers=bearer(token(keys, feedback_path)))
     assert accepted.status_code == 200
+    assert accepted.json() == {"received": 1, "stored": 1}
 
     # the hook call passes auth and then needs data it cannot get (no prefetch, no fhirServer): 412, not 401
     path = f"/cds-services/{PATIENT_VIEW}"
@@ -151,8 +155,10 @@ async def test_replayed_token_is_refused(jwt_client: httpx.AsyncClient, keys: tu
 
 
 async def test_health_and_metrics_need_no_token(jwt_client: httpx.AsyncClient) -> None:
-    assert (await jwt_client.get("/healthz")).status_code == 200
-    assert (await jwt_client.get("/metrics")).status_code == 200
+    health = await jwt_client.get("/healthz")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    metrics = await jwt_client.get("/metrics")
+    assert metrics.status_code == 200 and "blina_cds_requests_total" in metrics.text
 
 
 def test_jwt_mode_without_issuers_file_refuses_to_start() -> None:

@@ -93,6 +93,9 @@ def test_render_template_substitutes_context_and_user_tokens() -> None:
         ("https://evil.example.org/fhir/Patient/1", False),
         ("https://user:pw@ehr.example.org/fhir/Patient/1", False),
         ("file:///etc/passwd", False),
+        ("https://ehr.example.org/fhir/../admin/export", False),
+        ("https://ehr.example.org/fhir/Patient/../../admin", False),
+        ("https://ehr.example.org/fhir/Patient/%2e%2E/%2E%2e/admin", False),
     ],
 )
 def test_is_within_checks_origin_and_base_path(url: str, inside: bool) -> None:
@@ -211,7 +214,8 @@ async def test_warning_outcome_inside_a_prefetched_bundle_is_data_not_failure(ma
     note = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "not-supported"}]}
     prefetch["adverseEvents"] = searchset(note)
     response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(prefetch))  # no fhirServer
-    assert response.status_code == 200
+    assert response.status_code == 200  # a refetch would have been a 412: there is no fhirServer
+    assert response.json() == {"cards": []}
 
 
 async def test_sorted_search_past_the_page_cap_keeps_the_newest_pages(make_app: AppFactory) -> None:
@@ -257,6 +261,36 @@ async def test_next_link_on_another_path_of_the_same_host_is_refused(make_app: A
         admin = mock.get("https://ehr.example.org/admin/export").mock(return_value=httpx.Response(200))
         response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(dict.fromkeys(
             [k for k in keys if not k.startswith(("labs", "bodySize", "toxicity"))]), fhirServer=FHIR))
+    assert response.status_code == 412
+    assert not admin.called
+
+
+@pytest.mark.parametrize("escape", ["https://ehr.example.org/fhir/../admin/export",
+                                    "https://ehr.example.org/fhir/%2e%2e/admin/export"])
+async def test_next_link_climbing_out_of_the_base_path_is_refused(make_app: AppFactory, escape: str) -> None:
+    """httpx resolves ``..`` before sending: the guard must judge the URL that would really be requested."""
+    _, client = await make_app()
+    keys = await keys_of(client)
+    prefetch: dict[str, Any] = dict.fromkeys(keys)
+    prefetch["labs"] = searchset(next_url=escape)
+    with respx.mock(assert_all_called=False) as mock:
+        admin = mock.get(url__regex=r"^https://ehr\.example\.org/(admin|fhir/%2e%2e)/").mock(
+            return_value=httpx.Response(200, json=searchset()))
+        response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(prefetch, fhirServer=FHIR))
+    assert response.status_code == 412
+    assert "prefetch.labs" in outcome_fields(response)
+    assert not admin.called
+
+
+async def test_patient_id_cannot_steer_a_fetch_out_of_the_base_path(make_app: AppFactory) -> None:
+    _, client = await make_app()
+    request = body(None, fhirServer=FHIR)
+    request["context"]["patientId"] = "../../admin"
+    with respx.mock(assert_all_called=False) as mock:
+        admin = mock.get(url__regex=r"^https://ehr\.example\.org/admin").mock(
+            return_value=httpx.Response(200, json=PATIENT))
+        route_all(mock)
+        response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=request)
     assert response.status_code == 412
     assert not admin.called
 

@@ -139,3 +139,25 @@ def test_shipped_cards_offer_override_reasons_and_cite_no_label_section_numbers(
 
     for key in ("summary", "detail"):
         assert not re.search(r"\(\s*\d+\.\d+\s*\)|section\s+\d", raw[key], re.IGNORECASE), (rule_id, key)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        {"type": "delete", "description": "Remove the order"},
+        {"type": "delete", "description": "Remove the order", "resourceId": "MedicationRequest/1",
+         "resource": {"resourceType": "MedicationRequest", "id": "1"}},
+        {"type": "create", "description": "Order dexamethasone"},
+        {"type": "update", "description": "Set the dose", "resourceId": "MedicationRequest/1"},
+    ],
+    ids=["delete-without-resourceId", "delete-with-resource", "create-without-resource", "update-without-resource"],
+)
+def test_action_shape_follows_its_type(action: dict[str, object]) -> None:
+    """cds-resp-2 and the Action table: create/update carry the resource, delete only its resourceId."""
+    from pydantic import ValidationError
+
+    from service.schemas import Action as WireAction
+
+    with pytest.raises(ValidationError):
+        WireAction.model_validate(action)
+    WireAction.model_validate({"type": "delete", "description": "Remove it", "resourceId": "MedicationRequest/1"})

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 import orjson
@@ -55,9 +55,20 @@ def is_within(url: str, base: str) -> bool:
     True
     >>> is_within("https://evil.org/fhir/Observation", "https://ehr.org/fhir")
     False
+    >>> is_within("https://ehr.org/fhir/../admin", "https://ehr.org/fhir")
+    False
+
+    The check is made on the URL as httpx will send it (``..`` segments resolved), and a percent-encoded
+    ``.``/``..`` segment, which a server may resolve itself, is refused outright.
     """
+    try:
+        url, base = str(httpx.URL(url)), str(httpx.URL(base))
+    except httpx.InvalidURL:
+        return False
     u, b = urlsplit(url), urlsplit(base)
     if u.scheme.lower() not in ("http", "https") or u.username or u.password:
+        return False
+    if any(unquote(segment) in (".", "..") for segment in u.path.split("/")):
         return False
     if normalise_base(f"{u.scheme}://{u.netloc}") != normalise_base(f"{b.scheme}://{b.netloc}"):
         return False

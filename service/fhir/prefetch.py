@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from service.errors import InvalidRequest, PrefetchUnavailable
-from service.fhir.client import FhirClient, FhirFetchError, next_link, normalise_base
+from service.fhir.client import FhirClient, FhirFetchError, next_link, normalise_base, searchset_resources
 from service.schemas import HookRequest
 
 Resources = list[Mapping[str, Any]]
@@ -149,14 +149,8 @@ async def resolve(
         elif value.get("resourceType") == "Bundle":
             if next_link(value, base=request.fhirServer or "") is not None:
                 paged[key] = value
-            else:
-                resolved.data[key] = [
-                    e["resource"]
-                    for e in value.get("entry") or ()
-                    if isinstance(e, Mapping)
-                    and isinstance(e.get("resource"), Mapping)
-                    and e["resource"].get("resourceType") != "OperationOutcome"
-                ]
+            else:  # any OperationOutcome left in it only warns (an error one made the key missing)
+                resolved.data[key] = searchset_resources(value, resource_type=_bundle_type(value))
                 resolved.states[key] = "prefetched"
         else:
             resolved.data[key] = [value]

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.fhir.extract import bundle_resources, relative_ref
+from service.fhir.extract import bundle_resources, reference_id, relative_ref
 from service.knowledge import Knowledge
 from service.timeline.administrations import build_infusions, build_steroids
 from service.timeline.body import build_body
@@ -145,9 +145,7 @@ def _other_patient(resource: Mapping[str, Any], patient_id: Any) -> bool:
     if not isinstance(patient_id, str) or resource.get("resourceType") == "Patient":
         return False
     for element in ("subject", "patient"):
-        ref = resource.get(element)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            parts = ref["reference"].rstrip("/").split("/")
-            if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] != patient_id:
-                return True
+        ref_id = reference_id(resource.get(element), "Patient")
+        if ref_id is not None and ref_id != patient_id:
+            return True
     return False

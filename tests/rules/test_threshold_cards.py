@@ -77,6 +77,8 @@ def findings(kb: Knowledge) -> list[Finding]:
 def test_every_threshold_rule_renders(kb: Knowledge, renderer: CardRenderer) -> None:
     produced = findings(kb)
     assert {f.rule_id for f in produced} == set(THRESHOLD_RULES)
+    # the order-sign hepatic finding carries the delete action, the patient-view one none
+    assert [bool(f.actions) for f in produced if f.rule_id == "hepatic-interrupt"] == [True, False]
     for finding in produced:
         card = renderer.render(finding)
         assert len(card.summary) <= SUMMARY_LIMIT and not card.summary.endswith("…"), card.summary
@@ -85,7 +87,8 @@ def test_every_threshold_rule_renders(kb: Knowledge, renderer: CardRenderer) -> 
         assert card.source.topic is not None and card.source.topic.code == finding.rule_id
         assert card.overrideReasons
         if finding.rule_id == "hepatic-interrupt" and finding.actions:
-            assert card.suggestions and card.suggestions[0].actions[0].resourceId == "MedicationRequest/mr1"
+            assert card.suggestions and card.suggestions[0].actions
+            assert card.suggestions[0].actions[0].resourceId == "MedicationRequest/mr1"
 
 
 def test_card_text_carries_the_facts(kb: Knowledge, renderer: CardRenderer) -> None:

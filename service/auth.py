@@ -324,8 +324,12 @@ class JwtVerifier:
         clock: Callable[[], float] = time.time,
         jku_min_refetch_s: float = 30.0,
         jti_cache_max: int = 100_000,
+        max_lifetime_s: int = 3600,
     ) -> None:
         self._issuers = issuers
+        # Best practice keeps seen jti values "for the maximum duration of all JWTs" (≤ 1 h): a token that
+        # claims to live longer is refused, so no issuer can pin entries in the replay cache for days.
+        self._max_lifetime = float(max_lifetime_s)
         self._http = http
         self._leeway = float(leeway_s)
         self._jku_ttl = float(jku_cache_ttl_s)
@@ -409,6 +413,8 @@ class JwtVerifier:
             raise AuthError(f"iat in the future (iat {iat:.0f}, now {now:.0f}, leeway {self._leeway:.0f}s)")
         if exp < iat:
             raise AuthError("exp is before iat")
+        if exp > now + self._max_lifetime + self._leeway:
+            raise AuthError(f"exp more than {self._max_lifetime:.0f}s ahead (exp {exp:.0f}, now {now:.0f})")
         if "nbf" in claims and _numeric_claim(claims, "nbf") > now + self._leeway:
             raise AuthError("token not yet valid (nbf)")
         _check_audience(claims.get("aud"), audience)

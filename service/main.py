@@ -74,7 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.store = store
             app.state.verifier = (
                 JwtVerifier(
-                    issuers, http=http, leeway_s=settings.jwt_leeway_s, jku_cache_ttl_s=settings.jku_cache_ttl_s
+                    issuers,
+                    http=http,
+                    leeway_s=settings.jwt_leeway_s,
+                    jku_cache_ttl_s=settings.jku_cache_ttl_s,
+                    max_lifetime_s=settings.jwt_max_lifetime_s,
                 )
                 if issuers is not None
                 else None

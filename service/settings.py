@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """How long the card uuid → rule id map keeps an entry, for feedback analytics."""
     jku_cache_ttl_s: int = Field(default=300, ge=0)
     jwt_leeway_s: int = Field(default=60, ge=0)
+    jwt_max_lifetime_s: int = Field(default=3600, ge=60)
+    """A JWT whose ``exp`` is further ahead than this is refused (the ``jti`` replay cache holds each until ``exp``)."""
     log_level: str = "INFO"
 
     @field_validator("public_base_url")

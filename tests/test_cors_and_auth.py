@@ -148,6 +148,17 @@ async def test_401_body_does_not_say_which_check_failed(jwt_client: httpx.AsyncC
     assert all(expired not in repr(r.__dict__) for r in caplog.records)
 
 
+async def test_token_living_longer_than_the_maximum_is_refused(jwt_client: httpx.AsyncClient,
+                                                               keys: tuple[Any, dict[str, Any]]) -> None:
+    import time
+
+    now = int(time.time())
+    long_lived = token(keys, "/cds-services", iat=now, exp=now + 2 * 3600)
+    assert (await jwt_client.get("/cds-services", headers=bearer(long_lived))).status_code == 401
+    sandbox_like = token(keys, "/cds-services", iat=now, exp=now + 300)
+    assert (await jwt_client.get("/cds-services", headers=bearer(sandbox_like))).status_code == 200
+
+
 async def test_replayed_token_is_refused(jwt_client: httpx.AsyncClient, keys: tuple[Any, dict[str, Any]]) -> None:
     t = token(keys, "/cds-services")
     assert (await jwt_client.get("/cds-services", headers=bearer(t))).status_code == 200

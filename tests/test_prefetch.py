@@ -389,3 +389,24 @@ async def test_prefetch_value_of_wrong_shape_is_400(make_app: AppFactory) -> Non
     response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(prefetch))
     assert response.status_code == 400
     assert outcome_fields(response) == ["prefetch.labs"]
+
+
+async def test_first_failure_cancels_the_other_fetches(make_app: AppFactory) -> None:
+    import asyncio
+
+    _, client = await make_app()
+    finished: list[str] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)
+        finished.append(request.url.path)
+        return httpx.Response(200, json=searchset())
+
+    with respx.mock(assert_all_called=False) as mock:
+        route_all(mock)
+        mock.get(url__regex=rf"^{FHIR}/Condition\?").mock(side_effect=slow)
+        mock.get(url__regex=rf"^{FHIR}/Observation\?").mock(return_value=httpx.Response(500))
+        response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(None, fhirServer=FHIR))
+        await asyncio.sleep(0.5)  # long enough for a fetch left running to finish
+    assert response.status_code == 412
+    assert finished == []

@@ -177,21 +177,34 @@ async def resolve(
             return key, await client.search(relative, newest_first=newest_first)
         return key, await client.read(relative)
 
+    # A TaskGroup: the first failure cancels the other fetches, so nothing keeps running after the 412.
     try:
-        async with asyncio.timeout(timeout_s):
-            results = await asyncio.gather(*(fetch(k) for k in needs))
+        async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as group:
+            tasks = [group.create_task(fetch(k)) for k in needs]
     except TimeoutError:
         raise PrefetchUnavailable(
             f"FHIR server did not answer within {timeout_s:g} s", prefetch_keys=needs
         ) from None
-    except FhirFetchError as exc:
-        raise PrefetchUnavailable(
-            f"Could not obtain {exc.resource_type} data from fhirServer: {exc.reason}", prefetch_keys=needs
-        ) from None
-    for key, resources in results:
+    except BaseExceptionGroup as group_error:
+        raise _first_failure(group_error, keys=needs) from None
+    for key, resources in (t.result() for t in tasks):
         resolved.data[key] = resources
         resolved.states[key] = "paged" if key in paged else "fetched"
     return resolved
+
+
+def _first_failure(group_error: BaseExceptionGroup[BaseException], *, keys: list[str]) -> BaseException:
+    """The error a failed set of fetches answers with (a fetch failure → 412); anything else is re-raised."""
+    for exc in group_error.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_failure(exc, keys=keys)
+        if isinstance(exc, PrefetchUnavailable):
+            return exc
+        if isinstance(exc, FhirFetchError):
+            return PrefetchUnavailable(
+                f"Could not obtain {exc.resource_type} data from fhirServer: {exc.reason}", prefetch_keys=keys
+            )
+    return group_error
 
 
 def _bundle_type(bundle: Mapping[str, Any]) -> str:

@@ -67,7 +67,8 @@ def build_timeline(
     draft_ids = {relative_ref(r) for r in drafts}
     patients = pool.get("Patient", [])
     patient_id = context.get("patientId")
-    patient = next((p for p in patients if p.get("id") == patient_id), patients[0] if patients else None)
+    # Only this chart's Patient: another patient's birth date must never drive the age-based rules.
+    patient = next((p for p in patients if p.get("id") == patient_id), None)
     medications = {str(m.get("id")): m for m in pool.get("Medication", [])}
     observations = pool.get("Observation", [])
     administrations = pool.get("MedicationAdministration", [])

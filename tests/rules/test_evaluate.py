@@ -49,3 +49,12 @@ def test_order_services_never_get_the_therapy_summary(kb: Knowledge) -> None:
     assert "therapy-status" not in catalog["blinatumomab-order-sign"].rule_ids
     assert "therapy-status" not in catalog["blinatumomab-order-select"].rule_ids
     assert not any(r.startswith("dose-") for r in catalog["blinatumomab-patient-view"].rule_ids)
+
+
+def test_another_patients_record_never_reaches_the_timeline(kb: Knowledge) -> None:
+    other_child = patient("someone-else", birth_date="2019-05-01")
+    foreign_alt = {**ALT_10X, "id": "alt-other", "subject": {"reference": "Patient/someone-else"}}
+    timeline = build_timeline(hook="patient-view", context=view_context(),
+                              data={"all": [other_child, foreign_alt, weight("w", 70, NOW)]}, kb=kb, now=NOW)
+    assert timeline.body.age_years is None  # not the other patient's age
+    assert timeline.labs == ()

@@ -17,18 +17,20 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from service import metrics
 from service.catalog import CdsService
+from service.errors import InvalidRequest
 from service.fhir import prefetch
+from service.fhir.extract import find_invalid_resource
 from service.knowledge import Knowledge
 from service.render import CardRenderer
 from service.rules import evaluate
 from service.schemas import Card, CdsResponse, HookRequest
-from service.timeline import build_timeline, has_blinatumomab_draft
+from service.timeline import build_timeline, draft_resources, has_blinatumomab_draft
 
 if TYPE_CHECKING:
     from service.auth import Caller
@@ -71,8 +73,14 @@ async def run(service: CdsService, request: HookRequest, *, caller: Caller, engi
     for state in resolved.states.values():
         metrics.PREFETCH.labels(service=service.id, state=state).inc()
 
-    timeline = build_timeline(hook=service.hook, context=context, data=resolved.data, kb=engine.kb, now=now)  # 2
-    findings = evaluate(timeline, engine.kb, rule_ids=service.rule_ids)                    # 3
+    try:
+        timeline = build_timeline(hook=service.hook, context=context, data=resolved.data, kb=engine.kb, now=now)  # 2
+        findings = evaluate(timeline, engine.kb, rule_ids=service.rule_ids)                # 3
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        unreadable = _unreadable(resolved.data, context)
+        if unreadable is None:
+            raise  # valid FHIR that our code could not read: our bug, a 500 with the traceback logged
+        raise unreadable from exc
     findings.sort(key=lambda f: _RANK[f.indicator])
     cards: list[Card] = []
     for finding in findings:                                                               # 4
@@ -82,3 +90,12 @@ async def run(service: CdsService, request: HookRequest, *, caller: Caller, engi
         cards.append(card)
     log.info("hook answered", extra={"cards": len(cards), "states": resolved.states})
     return CdsResponse(cards=cards)
+
+
+def _unreadable(data: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any]) -> InvalidRequest | None:
+    """A 400 naming the resource that broke the timeline, when it is invalid FHIR (else it is our bug: 500)."""
+    found = find_invalid_resource(data, draft_resources(context))
+    if found is None:
+        return None
+    where, ref, problem = found
+    return InvalidRequest(f"{where}: {ref} is not valid FHIR R4 ({problem})", expression=[where])

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from typing import Annotated, Any, TypeVar
@@ -62,7 +63,10 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # an integer past 64 bits echoed from the request: the standard library copes
+            return json.dumps(content, separators=(",", ":")).encode()
 
 
 @router.get("/cds-services")

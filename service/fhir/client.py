@@ -192,12 +192,19 @@ class FhirClient:
 def searchset_resources(bundle: Mapping[str, Any], *, resource_type: str) -> list[Mapping[str, Any]]:
     """Entry resources of a fetched searchset; an error OperationOutcome entry fails the fetch."""
     out: list[Mapping[str, Any]] = []
-    for entry in bundle.get("entry") or ():
+    entries = bundle.get("entry")
+    if entries is not None and not isinstance(entries, list):
+        raise FhirFetchError("search answered with a malformed Bundle (entry is not a list)",
+                             resource_type=resource_type)
+    for entry in entries or ():
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
         if not isinstance(resource, Mapping):
             continue
         if resource.get("resourceType") == "OperationOutcome":
-            if any(i.get("severity") in ("error", "fatal") for i in resource.get("issue") or ()):
+            issues = resource.get("issue")
+            if not isinstance(issues, list) or any(
+                not isinstance(i, Mapping) or i.get("severity") in ("error", "fatal") for i in issues
+            ):
                 raise FhirFetchError("search answered with an error OperationOutcome", resource_type=resource_type)
             continue
         out.append(resource)
@@ -205,7 +212,8 @@ def searchset_resources(bundle: Mapping[str, Any], *, resource_type: str) -> lis
 
 
 def next_link(bundle: Mapping[str, Any], *, base: str) -> str | None:
-    for link in bundle.get("link") or ():
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else ():
         if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return urljoin(base + "/", str(link["url"]))
     return None

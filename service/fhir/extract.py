@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,10 @@ def parse_instant(value: Any) -> Instant | None:
         return None
     if _DATE_ONLY.match(value):
         parts = [int(p) for p in value.split("-")] + [1, 1]
-        return Instant(dt.datetime(parts[0], parts[1], parts[2], tzinfo=dt.UTC), True)
+        try:
+            return Instant(dt.datetime(parts[0], parts[1], parts[2], tzinfo=dt.UTC), True)
+        except ValueError:  # "2026-13-45"
+            return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -47,16 +50,16 @@ def parse_instant(value: Any) -> Instant | None:
 
 
 def codings(codeable: Mapping[str, Any] | None) -> Iterator[Mapping[str, Any]]:
-    if not codeable:
+    if not isinstance(codeable, Mapping) or not isinstance(codeable.get("coding"), list):
         return
-    for c in codeable.get("coding") or ():
+    for c in codeable["coding"]:
         if isinstance(c, Mapping):
             yield c
 
 
 def texts(codeable: Mapping[str, Any] | None) -> Iterator[str]:
     """``text`` then every coding ``display`` of a CodeableConcept."""
-    if not codeable:
+    if not isinstance(codeable, Mapping):
         return
     if isinstance(codeable.get("text"), str):
         yield codeable["text"]
@@ -85,7 +88,8 @@ def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> 
     wanted = codes.wanted(concept)
     for c in codings(codeable):
         system = c.get("system")
-        if isinstance(system, str) and (codes.canonical_uri(system), c.get("code")) in wanted:
+        code = c.get("code")
+        if isinstance(system, str) and isinstance(code, str) and (codes.canonical_uri(system), code) in wanted:
             return True
     return any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
 
@@ -109,10 +113,39 @@ def relative_ref(resource: Mapping[str, Any]) -> str:
 
 def bundle_resources(bundle: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     """The resources of a Bundle's entries (entries without a resource are skipped)."""
-    if not bundle:
+    entries = bundle.get("entry") if isinstance(bundle, Mapping) else None
+    if not isinstance(entries, list):
         return []
-    return [
-        e["resource"]
-        for e in bundle.get("entry") or ()
-        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    return [e["resource"] for e in entries if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)]
+
+
+def find_invalid_resource(
+    data: Mapping[str, Sequence[Mapping[str, Any]]], drafts: Sequence[Mapping[str, Any]]
+) -> tuple[str, str, str] | None:
+    """The first resource that is not valid FHIR R4, as (where, reference, problem); ``None`` if all are.
+
+    Used only after the timeline failed to read the data (the slow path): ``fhir.resources`` names the
+    broken element so the caller gets a 400 that says what to fix. Unknown elements are not counted as
+    problems (the R4B models forbid them; a real EHR sends extensions and newer elements).
+    """
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    places = [
+        *((f"prefetch.{key}", r) for key, resources in data.items() for r in resources),
+        *(("context.draftOrders", r) for r in drafts),
     ]
+    for where, resource in places:
+        rtype = resource.get("resourceType")
+        try:
+            model = get_fhir_model_class(str(rtype))
+        except (KeyError, ValueError):
+            return where, relative_ref(resource), f"unknown resourceType {rtype!r}"
+        try:
+            model.model_validate(resource)
+        except ValidationError as exc:
+            for err in exc.errors():
+                if err["type"] != "extra_forbidden":
+                    loc = ".".join(str(p) for p in err["loc"])
+                    return where, relative_ref(resource), f"{loc}: {err['msg']}"
+    return None

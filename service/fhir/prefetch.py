@@ -81,7 +81,8 @@ def _is_error(value: Any) -> bool:
 
 
 def _reports_error(outcome: Mapping[str, Any]) -> bool:
-    issues = [i for i in outcome.get("issue") or () if isinstance(i, Mapping)]
+    raw = outcome.get("issue")
+    issues = [i for i in raw if isinstance(i, Mapping)] if isinstance(raw, list) else []
     return not issues or any(i.get("severity") not in ("warning", "information") for i in issues)
 
 
@@ -112,10 +113,25 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
 
 
 def _check_value(key: str, value: Any) -> None:
-    if value is not None and not (isinstance(value, Mapping) and isinstance(value.get("resourceType"), str)):
-        raise InvalidRequest(
-            f"prefetch.{key} must be a FHIR resource, a Bundle or null", expression=[f"prefetch.{key}"]
-        )
+    """A prefetch value is null, a resource, or a Bundle whose ``entry`` and ``link`` are lists of objects."""
+    where = f"prefetch.{key}"
+    if value is None:
+        return
+    if not (isinstance(value, Mapping) and isinstance(value.get("resourceType"), str)):
+        raise InvalidRequest(f"{where} must be a FHIR resource, a Bundle or null", expression=[where])
+    if value["resourceType"] != "Bundle":
+        return
+    for element in ("entry", "link"):
+        items = value.get(element)
+        if items is not None and not (isinstance(items, list) and all(isinstance(i, Mapping) for i in items)):
+            raise InvalidRequest(f"{where}.{element} must be a list of objects", expression=[f"{where}.{element}"])
+    for i, entry in enumerate(value.get("entry") or ()):
+        resource = entry.get("resource")
+        if resource is not None and not (
+            isinstance(resource, Mapping) and isinstance(resource.get("resourceType"), str)
+        ):
+            raise InvalidRequest(f"{where}.entry[{i}].resource must be a FHIR resource",
+                                 expression=[f"{where}.entry[{i}].resource"])
 
 
 async def resolve(

@@ -97,7 +97,8 @@ def build_body(
 def _measure(obs: Mapping[str, Any], at: dt.datetime, table: Mapping[str, float], norm: Any) -> _Measure:
     q = obs.get("valueQuantity")
     value = q.get("value") if isinstance(q, Mapping) else None
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    # A size that is not a positive finite number is no measurement (nonsense data must not size a dose).
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         return _Measure(at, None, "no-value")
     unit = quantity_unit(q) if isinstance(q, Mapping) else None
     if unit is None:

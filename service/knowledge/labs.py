@@ -2,15 +2,16 @@
 
 The hepatic-interrupt rule compares the latest accepted ALT, AST and total bilirubin with a multiple
 of the ULN. Everything it needs to decide that (which statuses count, which reference range is "the"
-normal range, which unit strings mean the same quantity, an optional site default ULN) is data here,
-so a pharmacist reviews a change as a diff of this file.
+normal range, how a ULN written only as range text ("<40 U/L") is read, which unit strings mean the
+same quantity, an optional site default ULN) is data here, so a pharmacist reviews a change as a diff of
+this file.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -81,6 +82,34 @@ class ResultPolicy(Provenance):
     """When set, a governing result older than this is ignored. Unset: any age (the query bounds the data)."""
 
 
+class RangeText(Provenance):
+    """How the upper limit is read from ``referenceRange.text`` when a range has no usable ``high``.
+
+    Each pattern is matched against the whole text (``fullmatch``); named groups ``high`` (required),
+    ``low`` and ``unit`` (optional). Compiled once at load: this runs for every liver result of every call.
+    """
+
+    upper_limit_patterns: tuple[str, ...] = Field(min_length=1)
+
+    compiled: ClassVar[tuple[re.Pattern[str], ...]]
+
+    @model_validator(mode="after")
+    def _compile(self) -> RangeText:
+        compiled: list[re.Pattern[str]] = []
+        for i, pattern in enumerate(self.upper_limit_patterns):
+            try:
+                compiled.append(re.compile(pattern))
+            except re.error as exc:
+                raise ValueError(f"upper_limit_patterns.{i}: bad regular expression {pattern!r} ({exc})") from None
+            groups = set(compiled[-1].groupindex)
+            if "high" not in groups or not groups <= {"high", "low", "unit"}:
+                raise ValueError(f"upper_limit_patterns.{i}: needs a named group (?P<high>...); "
+                                 "other groups may be only low and unit")
+        # A plain instance attribute set past pydantic's frozen __setattr__ (as in codes.py).
+        object.__setattr__(self, "compiled", tuple(compiled))
+        return self
+
+
 class SiteDefaultUln(Provenance):
     """A site's own ULN, used only when a result carries no usable reference range; the card says so."""
 
@@ -90,6 +119,8 @@ class SiteDefaultUln(Provenance):
 
 class Labs(Strict):
     results: ResultPolicy
+    range_text: RangeText | None = None
+    """Absent: a range given only as text leaves the ULN unknown (lab-unevaluable, or the site default)."""
     analytes: Mapping[AnalyteId, Analyte]
     site_default_uln: Mapping[AnalyteId, SiteDefaultUln] = Field(default_factory=dict)
 

@@ -4,13 +4,17 @@ CRS, ICANS and most adverse events have no standard code: sites record them with
 as text, so each concept carries codes found in a source, an empty ``site_codings`` list a site fills,
 and text patterns. Grades arrive as CTCAE grade codes, NCIt grade codes, ICD-10-CM codes that carry
 the grade, integers, or free text ("CRS gr III"); the readers for each are data here.
+
+Recognition runs for every coding and text of every resource of every hook call, so the patterns are
+compiled and the code sets built once, when the file is loaded (``Toxicity.matchers`` and friends).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -52,6 +56,37 @@ class Concepts(Strict):
     def items(self) -> Iterator[tuple[str, ToxicityConcept]]:
         yield from (("crs", self.crs), ("neuro", self.neuro), ("seizure", self.seizure),
                     ("overdose", self.overdose), ("flush", self.flush))
+
+
+@dataclass(frozen=True)
+class ConceptMatcher:
+    """One concept's recognition data, ready to use (built once per load from a :class:`ToxicityConcept`)."""
+
+    text: tuple[re.Pattern[str], ...]
+    """``text_patterns``, compiled case-insensitive."""
+    exclude: tuple[re.Pattern[str], ...]
+    """``exclude_text_patterns``, compiled case-insensitive."""
+    coded: frozenset[tuple[str, str]]
+    """(system key, code) of ``codings``, ``site_codings`` and ``graded_codings``."""
+    grade_of: Mapping[tuple[str, str], int]
+    """(system key, code) → grade, for the ``graded_codings`` that state one (the first listed wins)."""
+
+    @classmethod
+    def of(cls, concept: ToxicityConcept) -> ConceptMatcher:
+        grade_of: dict[tuple[str, str], int] = {}
+        for g in concept.graded_codings:
+            if g.grade is not None:
+                grade_of.setdefault((g.system, g.code), g.grade)
+        return cls(
+            text=_compiled(concept.text_patterns), exclude=_compiled(concept.exclude_text_patterns),
+            coded=frozenset((c.system, c.code)
+                            for c in (*concept.codings, *concept.site_codings, *concept.graded_codings)),
+            grade_of=grade_of,
+        )
+
+
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
 
 
 class OtherEvents(Provenance):
@@ -153,6 +188,18 @@ class Toxicity(Strict):
     restart_dose: RestartDose
     scope: Scope
 
+    # Built once per load by ``_patterns_compile`` (plain instance attributes set past pydantic's frozen
+    # __setattr__, as in codes.py). A ``model_copy(update=...)`` of concepts, grades or other_events would
+    # keep the old ones: build a changed file with ``model_validate`` instead.
+    matchers: ClassVar[Mapping[str, ConceptMatcher]]
+    """Per concept name (``crs``, ``neuro``, ``seizure``, ``overdose``, ``flush``)."""
+    grade_text_re: ClassVar[re.Pattern[str]]
+    """``grades.text_pattern``, compiled as written (no flags)."""
+    absent_value_res: ClassVar[tuple[re.Pattern[str], ...]]
+    other_exclude_res: ClassVar[tuple[re.Pattern[str], ...]]
+    grade_of_code: ClassVar[Mapping[tuple[str, str], int | None]]
+    """(system key, code) → grade of ``grades.codings``."""
+
     @model_validator(mode="after")
     def _patterns_compile(self) -> Toxicity:
         patterns = [("grades.text_pattern", self.grades.text_pattern)]
@@ -168,6 +215,11 @@ class Toxicity(Strict):
                 raise ValueError(f"{where}: bad regular expression {pattern!r} ({exc})") from None
         if "(?P<grade>" not in self.grades.text_pattern:
             raise ValueError("grades.text_pattern: needs a named group (?P<grade>...)")
+        object.__setattr__(self, "matchers", {name: ConceptMatcher.of(c) for name, c in self.concepts.items()})
+        object.__setattr__(self, "grade_text_re", re.compile(self.grades.text_pattern))
+        object.__setattr__(self, "absent_value_res", _compiled(self.grades.absent_value_patterns))
+        object.__setattr__(self, "other_exclude_res", _compiled(self.other_events.exclude_text_patterns))
+        object.__setattr__(self, "grade_of_code", {(c.system, c.code): c.grade for c in self.grades.codings})
         return self
 
     def checked(self, codes: Codes) -> Toxicity:

@@ -3,25 +3,39 @@
 The label's liver rule compares a result with a multiple of the upper limit of normal, so the timeline
 keeps, per analyte, the latest accepted result (``final``/``amended``/``corrected``; ties broken by
 ``issued``) and the ULN it was judged against: ``referenceRange.high`` of the normal (or untyped) range
-that applies to the patient, else the site's configured default. The ratio is computed only in one
-unit (converted with the knowledge's conversion table); otherwise ``problem`` says why not, and the
-lab-unevaluable rule warns instead of guessing.
+that applies to the patient — or, when that range has no usable ``high``, the upper limit written in its
+``text`` ("<40 U/L", "7–56 U/L"; the patterns are ``labs.toml [range_text]``) — else the site's
+configured default. The ratio is computed only in one unit (converted with the knowledge's conversion
+table); otherwise ``problem`` says why not, and the lab-unevaluable rule warns instead of guessing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from functools import partial
+from typing import Any, cast
 
 from service.fhir.extract import codings, concept_matches, parse_instant, relative_ref
 from service.knowledge import Knowledge
 from service.knowledge.labs import Analyte, AnalyteId, unit_key
-from service.timeline.model import LabResult
+from service.timeline.model import LabResult, UlnSource
 
 _AGE_UNIT_YEARS = {"a": 1.0, "yr": 1.0, "year": 1.0, "years": 1.0, "mo": 1 / 12, "month": 1 / 12,
                    "months": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25}
+
+
+@dataclass(frozen=True)
+class _High:
+    """One applicable range's upper limit: its value, its unit (``None``: the result's own), and whether
+    it was read from the range's ``text``."""
+
+    value: float
+    unit: str | None
+    from_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,22 +160,69 @@ def _ratio(value: float, unit: str | None, uln: float, uln_unit: str | None, *, 
 def _uln(
     obs: Mapping[str, Any], *, kb: Knowledge, analyte_id: AnalyteId, value_unit: str | None,
     patient_age_years: float | None,
-) -> tuple[float | None, str | None, Literal["reference-range", "site-default"] | None, str | None]:
+) -> tuple[float | None, str | None, UlnSource | None, str | None]:
     """(ULN, its unit, where it came from, problem)."""
-    highs = _applicable_highs(obs.get("referenceRange"), kb=kb, patient_age_years=patient_age_years)
+    analyte = kb.labs.analytes[analyte_id]
+    read = partial(_range_high, kb=kb, analyte=analyte, value_unit=value_unit)
+    highs = _applicable_highs(obs.get("referenceRange"), kb=kb, patient_age_years=patient_age_years, read=read)
     if highs:
-        analyte = kb.labs.analytes[analyte_id]
-        distinct = {_canonical_or_raw(v, u or value_unit, analyte) for v, u in highs}
+        distinct = {_canonical_or_raw(h.value, h.unit or value_unit, analyte) for h in highs}
         if len(distinct) > 1:
             return None, None, None, "uln-ambiguous"
-        high, high_unit = highs[0]
-        return high, high_unit or value_unit, "reference-range", None
+        # They agree: a structured ``high`` is named as the source whenever one is among them.
+        chosen = min(highs, key=lambda h: h.from_text)
+        source: UlnSource = "reference-range-text" if chosen.from_text else "reference-range"
+        return chosen.value, chosen.unit or value_unit, source, None
     default = kb.labs.site_default_uln.get(analyte_id)
     if default is not None:
         if value_unit is None:
             return None, None, None, "unit-not-convertible"
         return default.value, default.unit, "site-default", None
     return None, None, None, "no-uln"
+
+
+def _range_high(r: Mapping[str, Any], *, kb: Knowledge, analyte: Analyte, value_unit: str | None) -> _High | None:
+    """A range's ``high`` when usable (a positive number), else the upper limit in its ``text``."""
+    high = r.get("high")
+    if isinstance(high, Mapping):
+        value = high.get("value")
+        if not isinstance(value, bool) and isinstance(value, int | float) and value > 0:
+            return _High(float(value), _unit(high))
+    text = r.get("text")
+    if isinstance(text, str) and kb.labs.range_text is not None:
+        return _text_high(text, patterns=kb.labs.range_text.compiled, analyte=analyte, value_unit=value_unit)
+    return None
+
+
+def _text_high(
+    text: str, *, patterns: Sequence[re.Pattern[str]], analyte: Analyte, value_unit: str | None
+) -> _High | None:
+    """The upper limit written in a range's text, or ``None`` when it cannot be read with confidence.
+
+    The first pattern that matches the whole text is read. Refused: a "range" whose upper end is not above
+    its lower end; a unit that is neither the value's nor convertible to it (including any unit when the
+    value has none). A text without a unit is read in the value's unit.
+    """
+    match = next((m for p in patterns if (m := p.fullmatch(text.strip())) is not None), None)
+    if match is None:
+        return None
+    groups = match.groupdict()
+    try:
+        high = float(groups["high"])
+        low = float(groups["low"]) if groups.get("low") is not None else None
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(high) or high <= 0 or (low is not None and not high > low):
+        return None
+    unit = groups.get("unit")
+    if not unit:
+        return _High(high, None, from_text=True)
+    if value_unit is None:
+        return None
+    if unit_key(unit) != unit_key(value_unit) and (
+            analyte.conversion(unit) is None or analyte.conversion(value_unit) is None):
+        return None
+    return _High(high, unit.strip(), from_text=True)
 
 
 def _canonical_or_raw(value: float, unit: str | None, analyte: Analyte) -> tuple[float, str]:
@@ -172,9 +233,10 @@ def _canonical_or_raw(value: float, unit: str | None, analyte: Analyte) -> tuple
 
 
 def _applicable_highs(
-    ranges: Any, *, kb: Knowledge, patient_age_years: float | None
-) -> list[tuple[float, str | None]]:
-    """``high`` of the ranges that apply, most specific tier first.
+    ranges: Any, *, kb: Knowledge, patient_age_years: float | None,
+    read: Callable[[Mapping[str, Any]], _High | None],
+) -> list[_High]:
+    """The upper limits (``read`` from each range) of the ranges that apply, most specific tier first.
 
     Tiers: normal/untyped ranges whose age matches the patient; then ranges without age or appliesTo;
     then age-bound ranges when the patient's age is unknown; then ranges with appliesTo (we cannot
@@ -183,17 +245,13 @@ def _applicable_highs(
     """
     if not isinstance(ranges, Sequence):
         return []
-    tiers: list[list[tuple[float, str | None]]] = [[], [], [], []]
+    tiers: list[list[_High]] = [[], [], [], []]
     for r in ranges:
         if not isinstance(r, Mapping) or not _normal_type(r.get("type"), kb=kb):
             continue
-        high = r.get("high")
-        if not isinstance(high, Mapping):
+        entry = read(r)
+        if entry is None:
             continue
-        value = high.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            continue
-        entry = (float(value), _unit(high))
         age_match = _age_matches(r.get("age"), patient_age_years)
         if age_match is False:
             continue

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 HookName = Literal["order-sign", "order-select", "patient-view"]
+UlnSource = Literal["reference-range", "reference-range-text", "site-default"]
+"""Where a lab's ULN came from: a range's ``high``, a range's ``text`` ("<40 U/L"), or the site's default."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class LabResult:
     value: float | None
     unit: str | None
     uln: float | None
-    uln_source: Literal["reference-range", "site-default"] | None
+    uln_source: UlnSource | None
     ratio: float | None
     """value ÷ ULN in the same unit; ``None`` when not evaluable (``problem`` says why)."""
     problem: str | None = None

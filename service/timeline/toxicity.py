@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from service.fhir.extract import codings, parse_instant, relative_ref, texts
 from service.knowledge import Knowledge
-from service.knowledge.toxicity import Coded, GradedCode, ToxicityConcept
+from service.knowledge.toxicity import ConceptMatcher
 from service.timeline.model import ToxicityRecord
 
 Kind = Literal["crs", "neuro", "seizure", "other", "overdose", "flush"]
@@ -74,8 +74,10 @@ class _Reader:
     def __init__(self, kb: Knowledge) -> None:
         self.kb = kb
         self.tox = kb.toxicity
-        self.grade_codes = {(c.system, c.code): c.grade for c in self.tox.grades.codings}
-        self.grade_re = re.compile(self.tox.grades.text_pattern)
+        # Compiled patterns and code sets come ready-made with the knowledge (built once per process).
+        self.matchers = self.tox.matchers
+        self.grade_codes = self.tox.grade_of_code
+        self.grade_re = self.tox.grade_text_re
 
     # -------------------------------------------------------------- resources
 
@@ -145,7 +147,7 @@ class _Reader:
             return
         kind: Kind | None = self.kind_of(code, _EVENT_KINDS)
         if kind is None:
-            if self._matches_any(list(texts(code)), self.tox.other_events.exclude_text_patterns):
+            if _search_any(self.tox.other_exclude_res, list(texts(code))):
                 return
             kind = "other"
         grade = self.extension_grade(event)
@@ -182,37 +184,39 @@ class _Reader:
     def kind_of(self, codeable: Mapping[str, Any], kinds: Sequence[Kind]) -> Kind | None:
         if not codeable:
             return None
-        concepts = dict(self.tox.concepts.items())
+        all_text = list(texts(codeable))
+        keys = self._coding_keys(codeable)
         for kind in kinds:
-            if self._matches(codeable, concepts[kind]):
+            if self._matches(all_text, keys, self.matchers[kind]):
                 return kind
         return None
 
-    def _matches(self, codeable: Mapping[str, Any], concept: ToxicityConcept) -> bool:
-        all_text = list(texts(codeable))
-        if self._matches_any(all_text, concept.exclude_text_patterns):
-            return False
-        coded: list[Coded] = [*concept.codings, *concept.site_codings, *concept.graded_codings]
-        if any(self._coding_is(c, ref) for c in codings(codeable) for ref in coded):
-            return True
-        return self._matches_any(all_text, concept.text_patterns)
-
     @staticmethod
-    def _matches_any(values: Iterable[str], patterns: Iterable[str]) -> bool:
-        pats = list(patterns)
-        return any(re.search(p, v, re.IGNORECASE) for p in pats for v in values)
+    def _matches(all_text: Sequence[str], keys: Sequence[tuple[str, str]], matcher: ConceptMatcher) -> bool:
+        """Excluding text vetoes; else any listed code, else any text pattern."""
+        if _search_any(matcher.exclude, all_text):
+            return False
+        if any(k in matcher.coded for k in keys):
+            return True
+        return _search_any(matcher.text, all_text)
 
-    def _coding_is(self, coding: Mapping[str, Any], ref: Coded) -> bool:
-        system = coding.get("system")
-        return (isinstance(system, str) and self.kb.codes.system_key(system) == ref.system
-                and coding.get("code") == ref.code)
+    def _coding_keys(self, codeable: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(system key, code) of each coding whose system ``codes.toml`` knows (aliases included), in order."""
+        keys: list[tuple[str, str]] = []
+        for c in codings(codeable):
+            system, code = c.get("system"), c.get("code")
+            if isinstance(system, str) and isinstance(code, str):
+                key = self.kb.codes.system_key(system)
+                if key is not None:
+                    keys.append((key, code))
+        return keys
 
     def _absent(self, obs: Mapping[str, Any]) -> bool:
         if obs.get("valueBoolean") is False:
             return True
         values = [v for v in (obs.get("valueString"), *texts(_concept(obs.get("valueCodeableConcept"))))
                   if isinstance(v, str)]
-        return self._matches_any(values, self.tox.grades.absent_value_patterns)
+        return _search_any(self.tox.absent_value_res, values)
 
     # -------------------------------------------------------------- grades
 
@@ -220,12 +224,11 @@ class _Reader:
         """A grade stated by the code itself (ICD-10-CM D89.833 = CRS grade 3)."""
         if kind not in ("crs", "neuro"):
             return None, False
-        concept: ToxicityConcept = getattr(self.tox.concepts, kind)
-        graded: list[GradedCode] = list(concept.graded_codings)
-        for c in codings(codeable):
-            for ref in graded:
-                if self._coding_is(c, ref) and ref.grade is not None:
-                    return ref.grade, False
+        grade_of = self.matchers[kind].grade_of
+        for key in self._coding_keys(codeable):
+            grade = grade_of.get(key)
+            if grade is not None:
+                return grade, False
         return None, False
 
     def coded_grade(self, codeable: Mapping[str, Any]) -> int | None:
@@ -275,6 +278,10 @@ class _Reader:
             if grade is not None:
                 return grade, True
         return None, False
+
+
+def _search_any(patterns: Sequence[re.Pattern[str]], values: Sequence[str]) -> bool:
+    return any(p.search(v) for p in patterns for v in values)
 
 
 def _concept(value: Any) -> Mapping[str, Any]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from service.knowledge import Knowledge
 from service.knowledge.labs import SiteDefaultUln
+from service.render import CardRenderer
+from service.rules import RULE_IDS
 from service.rules import labs as lab_rules
 from service.rules.base import Action, Finding
+from service.settings import DEFAULT_CARDS_DIR
 from service.timeline.labs import build_labs
 from tests.builders import at
 from tests.threshold_builders import ALT, BILI_MASS, BILI_MOLES, draft_order, lab, lab_result, timeline
@@ -95,3 +99,20 @@ def test_unconvertible_unit_warns(kb: Knowledge) -> None:
     (finding,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(observations, kb=kb, now=NOW)), kb)
     assert finding.rule_id == "lab-unevaluable"
     assert finding.facts["labs"][0]["problem"] == "unit-not-convertible"
+
+
+def test_uln_read_from_range_text_interrupts_and_the_card_says_so(kb: Knowledge) -> None:
+    """§4.3: a reference range given only as text ("<40 U/L") is parsed; ALT 250 = 6.25× fires, 200 = 5.0× not."""
+    text_only = {"referenceRange": [{"text": "<40 U/L"}]}
+    above = [lab("a", ALT, 250, "U/L", at(2026, 3, 9), extra=text_only)]
+    (finding,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(above, kb=kb, now=NOW)), kb)
+    assert (finding.rule_id, finding.indicator) == ("hepatic-interrupt", "critical")
+    (breach,) = finding.facts["breaches"]
+    assert (breach["uln"], breach["uln_unit"], breach["uln_source"], breach["ratio"]) == (
+        40, "U/L", "reference-range-text", 6.25)
+    assert finding.facts["uses_site_default"] is False
+    card = CardRenderer.load(Path(DEFAULT_CARDS_DIR), RULE_IDS).render(finding)
+    assert "ULN 40 U/L, read from the text of the result's reference range" in card.detail
+
+    at_limit = [lab("a", ALT, 200, "U/L", at(2026, 3, 9), extra=text_only)]
+    assert list(lab_rules.evaluate(timeline(NOW, labs=build_labs(at_limit, kb=kb, now=NOW)), kb)) == []

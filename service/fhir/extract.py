@@ -80,18 +80,21 @@ def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> 
     "IV Solution Stabilizer" is never read as the drug.
     """
     spec = codes.concepts[concept]
+    wanted = codes.wanted(concept)
+    coded = False
+    for c in codings(codeable):
+        system, code = c.get("system"), c.get("code")
+        if isinstance(system, str) and isinstance(code, str) and (codes.canonical_uri(system), code) in wanted:
+            coded = True
+            break
+    if not coded and not spec.text_patterns:
+        return False  # the common case on the hot path: another concept's coding, nothing to read
     all_text = list(texts(codeable))
     if spec.exclude_text_patterns and any(
         _pattern(p).search(t) for p in spec.exclude_text_patterns for t in all_text
     ):
         return False
-    wanted = codes.wanted(concept)
-    for c in codings(codeable):
-        system = c.get("system")
-        code = c.get("code")
-        if isinstance(system, str) and isinstance(code, str) and (codes.canonical_uri(system), code) in wanted:
-            return True
-    return any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
+    return coded or any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
 
 
 def reference_id(ref: Any, resource_type: str | None = None) -> str | None:

@@ -15,6 +15,7 @@ from service.knowledge import Knowledge
 from service.timeline.administrations import build_infusions, build_steroids
 from service.timeline.body import build_body
 from service.timeline.course import build_positions
+from service.timeline.dose import medication_concept
 from service.timeline.labs import build_labs
 from service.timeline.model import HookName, Timeline
 from service.timeline.orders import build_orders
@@ -43,8 +44,9 @@ def has_blinatumomab_draft(context: Mapping[str, Any], kb: Knowledge, *, selecti
             continue
         if wanted is not None and f"MedicationRequest/{resource.get('id')}" not in wanted:
             continue
-        concept = resource.get("medicationCodeableConcept")
-        if isinstance(concept, Mapping) and kb.codes.matching_concept(concept, ("blinatumomab",)):
+        # The drug may be coded on the order, in a contained Medication, or only named by the reference.
+        concept = medication_concept(resource, {})
+        if concept and kb.codes.matching_concept(concept, ("blinatumomab",)):
             return True
     return False
 

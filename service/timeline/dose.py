@@ -36,7 +36,11 @@ def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Ma
         return concept
     med = referenced_medication(resource, medications)
     code = med.get("code") if med else None
-    return code if isinstance(code, Mapping) else {}
+    if isinstance(code, Mapping):
+        return code
+    ref = resource.get("medicationReference")  # a reference we cannot resolve may still name the drug
+    display = ref.get("display") if isinstance(ref, Mapping) else None
+    return {"text": display} if isinstance(display, str) and display.strip() else {}
 
 
 def referenced_medication(
@@ -47,10 +51,12 @@ def referenced_medication(
     target = ref.get("reference") if isinstance(ref, Mapping) else None
     if not isinstance(target, str):
         return None
-    if target.startswith("#"):
-        for c in resource.get("contained") or ():
+    contained = resource.get("contained")
+    if target.startswith("#") and isinstance(contained, list):
+        for c in contained:
             if isinstance(c, Mapping) and c.get("resourceType") == "Medication" and c.get("id") == target[1:]:
                 return c
+    if target.startswith("#"):
         return None
     return medications.get(target.split("/")[-1]) if target.startswith("Medication/") else None
 

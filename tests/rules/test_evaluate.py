@@ -58,3 +58,21 @@ def test_another_patients_record_never_reaches_the_timeline(kb: Knowledge) -> No
                               data={"all": [other_child, foreign_alt, weight("w", 70, NOW)]}, kb=kb, now=NOW)
     assert timeline.body.age_years is None  # not the other patient's age
     assert timeline.labs == ()
+
+
+def test_blinatumomab_named_through_a_contained_medication_or_reference_display(kb: Knowledge) -> None:
+    from service.timeline import has_blinatumomab_draft
+    from tests.builders import blin_order, order_context
+
+    coded = blin_order("mr1")
+    concept = coded.pop("medicationCodeableConcept")
+    contained = {**coded, "contained": [{"resourceType": "Medication", "id": "med", "code": concept}],
+                 "medicationReference": {"reference": "#med"}}
+    display_only = {**coded, "medicationReference": {"reference": "Medication/unknown", "display": "Blincyto 35 mcg"}}
+    stabilizer = {**coded, "medicationReference": {"display": "Blincyto IV Solution Stabilizer"}}
+    assert has_blinatumomab_draft(order_context(contained), kb)
+    assert has_blinatumomab_draft(order_context(display_only), kb)
+    assert not has_blinatumomab_draft(order_context(stabilizer), kb)
+    timeline = build_timeline(hook="order-sign", context=order_context(contained),
+                              data={"all": [patient(), weight("w", 70, NOW)]}, kb=kb, now=NOW)
+    assert [o.ref for o in timeline.focus_orders] == ["MedicationRequest/mr1"]

@@ -102,7 +102,7 @@ class Source(_Out):
 
 class Action(_Out):
     type: Literal["create", "update", "delete"]
-    description: str
+    description: str = Field(min_length=1)
     resource: dict[str, Any] | None = None
     resourceId: str | None = None
 
@@ -118,7 +118,7 @@ class Action(_Out):
 
 
 class Suggestion(_Out):
-    label: str
+    label: str = Field(min_length=1)
     uuid: str
     isRecommended: bool | None = None
     actions: list[Action] | None = Field(default=None, min_length=1)
@@ -133,7 +133,7 @@ class Link(_Out):
 
 class Card(_Out):
     uuid: str
-    summary: str = Field(max_length=139)  # spec: "<140-character summary"
+    summary: str = Field(min_length=1, max_length=139)  # spec: "<140-character summary"; never empty
     detail: str | None = None
     indicator: Literal["info", "warning", "critical"]
     source: Source

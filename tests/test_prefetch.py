@@ -203,6 +203,7 @@ async def test_unsorted_search_past_the_page_cap_is_412(make_app: AppFactory) ->
         response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(prefetch, fhirServer=FHIR))
     assert response.status_code == 412
     assert "BLINA_CDS_FHIR_MAX_PAGES" in response.json()["issue"][0]["diagnostics"]
+    assert outcome_fields(response) == ["prefetch.conditions"]  # the key that failed, not every fetched key
     assert endless.call_count == 2
 
 

@@ -85,6 +85,15 @@ def test_long_summary_is_cut_below_140_characters(tmp_path: Path) -> None:
     assert len(card.summary) < 140
 
 
+def test_a_template_that_renders_empty_never_gives_an_empty_card_field(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    card_text = 'summary = "{% if x %}x{% endif %}"\ndetail = "d"\n'
+    renderer = CardRenderer.load(cards_dir(tmp_path, **{"dose-limit": card_text}), ["dose-limit"])
+    with pytest.raises(ValidationError, match="summary"):
+        renderer.render(Finding(rule_id="dose-limit", indicator="info", facts={"x": ""}))
+
+
 def test_missing_fact_is_an_error_not_a_blank(tmp_path: Path) -> None:
     from jinja2 import UndefinedError
 

@@ -31,11 +31,16 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class FhirFetchError(Exception):
     """A FHIR request failed; the pipeline turns it into a 412 (``PrefetchUnavailable``)."""
 
-    def __init__(self, reason: str, *, resource_type: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, *, resource_type: str) -> None:
         super().__init__(reason)
         self.reason = reason
         self.resource_type = resource_type
-        self.status = status
+
+
+def _failed(reason: str, *, resource_type: str, outcome: str) -> FhirFetchError:
+    """Count a failed fetch by outcome and return the error to raise."""
+    metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome=outcome).inc()
+    return FhirFetchError(reason, resource_type=resource_type)
 
 
 def normalise_base(url: str) -> str:
@@ -91,8 +96,7 @@ class FhirClient:
     async def get_json(self, url: str, *, resource_type: str) -> dict[str, Any] | None:
         """GET one URL; ``None`` for a 404 (a read of a resource that does not exist is "no data")."""
         if not is_within(url, self.base):
-            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="refused").inc()
-            raise FhirFetchError("URL outside the fhirServer origin refused", resource_type=resource_type)
+            raise _failed("URL outside the fhirServer origin refused", resource_type=resource_type, outcome="refused")
         headers = {"Accept": "application/fhir+json, application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -100,10 +104,10 @@ class FhirClient:
         try:
             response = await self._http.get(url, headers=headers, follow_redirects=False)
         except httpx.HTTPError as exc:
-            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="error").inc()
             log.warning("fhir fetch failed", extra={"resource_type": resource_type, "error": type(exc).__name__})
-            raise FhirFetchError(
-                f"FHIR server unreachable or too slow ({type(exc).__name__})", resource_type=resource_type
+            raise _failed(
+                f"FHIR server unreachable or too slow ({type(exc).__name__})", resource_type=resource_type,
+                outcome="error",
             ) from None
         elapsed = time.perf_counter() - started
         metrics.FHIR_LATENCY.labels(resource_type=resource_type).observe(elapsed)
@@ -115,20 +119,14 @@ class FhirClient:
             metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-found").inc()
             return None
         if response.status_code != 200:
-            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome=f"http-{response.status_code}").inc()
-            raise FhirFetchError(
-                f"FHIR server answered {response.status_code}",
-                resource_type=resource_type,
-                status=response.status_code,
-            )
+            raise _failed(f"FHIR server answered {response.status_code}", resource_type=resource_type,
+                          outcome=f"http-{response.status_code}")
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-json").inc()
-            raise FhirFetchError("FHIR server answer is not JSON", resource_type=resource_type) from None
+            raise _failed("FHIR server answer is not JSON", resource_type=resource_type, outcome="not-json") from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
-            metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-fhir").inc()
-            raise FhirFetchError("FHIR server answer is not a FHIR resource", resource_type=resource_type)
+            raise _failed("FHIR server answer is not a FHIR resource", resource_type=resource_type, outcome="not-fhir")
         metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="ok").inc()
         return body
 

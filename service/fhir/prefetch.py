@@ -166,7 +166,7 @@ async def resolve(
             if next_link(value, base=request.fhirServer or "") is not None:
                 paged[key] = value
             else:  # any OperationOutcome left in it only warns (an error one made the key missing)
-                resolved.data[key] = searchset_resources(value, resource_type=_bundle_type(value))
+                resolved.data[key] = searchset_resources(value, resource_type=_resource_type(templates[key]))
                 resolved.states[key] = "prefetched"
         else:
             resolved.data[key] = [value]
@@ -179,19 +179,23 @@ async def resolve(
     client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs)
 
     async def fetch(key: str) -> tuple[str, Resources]:
-        newest_first = "_sort=-date" in templates[key]
-        if key in paged:
-            first = paged[key]
-            rtype = _bundle_type(first)
-            return key, await client.pages(None, resource_type=rtype, first=first, newest_first=newest_first)
-        relative = render_template(templates[key], request.context)
-        if relative is None:
-            raise PrefetchUnavailable(f"prefetch template '{key}' needs a context value the request lacks",
-                                      prefetch_keys=[key])
-        path = relative.split("?", 1)[0]
-        if "?" in relative or "/" not in path:
-            return key, await client.search(relative, newest_first=newest_first)
-        return key, await client.read(relative)
+        template = templates[key]
+        newest_first = "_sort=-date" in template
+        try:
+            if key in paged:
+                return key, await client.pages(None, resource_type=_resource_type(template), first=paged[key],
+                                               newest_first=newest_first)
+            relative = render_template(template, request.context)
+            if relative is None:
+                raise PrefetchUnavailable(f"prefetch template '{key}' needs a context value the request lacks",
+                                          prefetch_keys=[key])
+            if "?" in relative:
+                return key, await client.search(relative, newest_first=newest_first)
+            return key, await client.read(relative)
+        except FhirFetchError as exc:
+            raise PrefetchUnavailable(
+                f"Could not obtain {exc.resource_type} data from fhirServer: {exc.reason}", prefetch_keys=[key]
+            ) from None
 
     # A TaskGroup: the first failure cancels the other fetches, so nothing keeps running after the 412.
     try:
@@ -202,32 +206,26 @@ async def resolve(
             f"FHIR server did not answer within {timeout_s:g} s", prefetch_keys=needs
         ) from None
     except BaseExceptionGroup as group_error:
-        raise _first_failure(group_error, keys=needs) from None
+        raise _first_failure(group_error) from None
     for key, resources in (t.result() for t in tasks):
         resolved.data[key] = resources
         resolved.states[key] = "paged" if key in paged else "fetched"
     return resolved
 
 
-def _first_failure(group_error: BaseExceptionGroup[BaseException], *, keys: list[str]) -> BaseException:
-    """The error a failed set of fetches answers with (a fetch failure → 412); anything else is re-raised."""
+def _first_failure(group_error: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The 412 a failed set of fetches answers with; anything else (our bug) is re-raised as is."""
     for exc in group_error.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            return _first_failure(exc, keys=keys)
+            return _first_failure(exc)
         if isinstance(exc, PrefetchUnavailable):
             return exc
-        if isinstance(exc, FhirFetchError):
-            return PrefetchUnavailable(
-                f"Could not obtain {exc.resource_type} data from fhirServer: {exc.reason}", prefetch_keys=keys
-            )
     return group_error
 
 
-def _bundle_type(bundle: Mapping[str, Any]) -> str:
-    for e in bundle.get("entry") or ():
-        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping):
-            return str(e["resource"].get("resourceType", "Bundle"))
-    return "Bundle"
+def _resource_type(template: str) -> str:
+    """``Observation?patient=…`` → ``Observation`` (for metrics and messages)."""
+    return template.split("?", 1)[0].split("/", 1)[0]
 
 
 def _client_for(

@@ -19,8 +19,8 @@ hook_instance: contextvars.ContextVar[str | None] = contextvars.ContextVar("hook
 service_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("service_id", default=None)
 
 _ALLOWED = (
-    "method", "route", "status", "ms", "resource_type", "rule_id", "indicator", "cards", "reason", "iss",
-    "jti", "error", "pages", "length", "count", "new", "keys", "states", "outcome", "backend",
+    "method", "route", "status", "ms", "resource_type", "rule_id", "cards", "reason", "error", "pages", "length",
+    "count", "states",
 )
 
 

@@ -112,9 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(CdsServiceError)
     async def _service_error(request: Request, exc: CdsServiceError) -> Response:
-        if isinstance(exc, AuthError):
-            log.warning("authentication failed", extra={"reason": exc.reason})
-        elif exc.status_code >= 400:
+        if not isinstance(exc, AuthError):  # the verifier already logged which JWT check failed
             log.info("request refused", extra={"status": exc.status_code, "reason": exc.message})
         return Response(
             orjson.dumps(exc.operation_outcome()), status_code=exc.status_code, media_type="application/fhir+json"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -76,14 +76,3 @@ class Codes(Strict):
     def token_list(self, *concepts: str) -> str:
         """Comma-separated ``system|code`` tokens for a FHIR search, e.g. ``code=<this>``."""
         return ",".join(f"{self.uri(c.system)}|{c.code}" for name in concepts for c in self.concepts[name].codings)
-
-    def matching_concept(self, codeable: Mapping[str, Any] | None, names: Iterable[str]) -> str | None:
-        """The first of ``names`` whose codes (or, failing those, text patterns) match a CodeableConcept."""
-        from service.fhir.extract import concept_matches
-
-        if not codeable:
-            return None
-        for name in names:
-            if concept_matches(codeable, self, name):
-                return name
-        return None

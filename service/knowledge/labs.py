@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,9 +22,12 @@ from service.knowledge.codes import Codes
 AnalyteId = Literal["alt", "ast", "bilirubin"]
 
 
+_SPACES = re.compile(r"\s+")
+
+
 def unit_key(unit: str) -> str:
     """Normalise a unit string for lookup: case, spaces and the micro sign variants do not matter."""
-    return re.sub(r"\s+", "", unit).replace("µ", "u").replace("μ", "u").lower()
+    return _SPACES.sub("", unit).replace("µ", "u").replace("μ", "u").lower()
 
 
 class UnitConversion(Strict):
@@ -62,12 +65,20 @@ class Analyte(Provenance):
     canonical_unit: str
     conversions: tuple[UnitConversion, ...]
 
-    def conversion(self, unit: str) -> UnitConversion | None:
-        key = unit_key(unit)
+    # Built once per load (a plain instance attribute set past pydantic's frozen __setattr__, as in codes.py):
+    # every liver result of every call looks its units up here.
+    conversion_of_key: ClassVar[Mapping[str, UnitConversion]]
+    """``unit_key`` of each listed unit → its conversion (the first listed wins)."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        table: dict[str, UnitConversion] = {}
         for conv in self.conversions:
-            if any(unit_key(u) == key for u in conv.units):
-                return conv
-        return None
+            for u in conv.units:
+                table.setdefault(unit_key(u), conv)
+        object.__setattr__(self, "conversion_of_key", table)
+
+    def conversion(self, unit: str) -> UnitConversion | None:
+        return self.conversion_of_key.get(unit_key(unit))
 
 
 class ResultPolicy(Provenance):

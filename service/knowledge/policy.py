@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from pydantic import Field, PositiveInt, field_validator
 
@@ -41,7 +42,14 @@ class Policy(Strict):
     stop_reasons: StopReasons
     observations: Observations
 
-    def stop_reason_patterns(self) -> Mapping[str, tuple[str, ...]]:
-        """Reason (as ``InfusionPeriod.stop_reason``) → patterns, in the order they are tried."""
+    # Built once per load (a plain instance attribute set past pydantic's frozen __setattr__, as in codes.py):
+    # every stopped blinatumomab administration of every call is read against these.
+    stop_reason_patterns: ClassVar[Mapping[str, tuple[re.Pattern[str], ...]]]
+    """Reason (as ``InfusionPeriod.stop_reason``) → compiled case-insensitive patterns, in the order they are tried."""
+
+    def model_post_init(self, context: Any, /) -> None:
         s = self.stop_reasons
-        return {"overdose": s.overdose, "flush": s.flush, "adverse-event": s.adverse_event}
+        patterns = {"overdose": s.overdose, "flush": s.flush, "adverse-event": s.adverse_event}
+        object.__setattr__(self, "stop_reason_patterns", {
+            reason: tuple(re.compile(p, re.IGNORECASE) for p in ps) for reason, ps in patterns.items()
+        })

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from service.knowledge import Knowledge
+from service.knowledge.premedication import Requirement
 from service.rules.base import Finding
 from service.rules.medication import (
     age_group,
@@ -25,7 +26,7 @@ from service.rules.medication import (
     spec_of,
 )
 from service.timeline.course import CURRENT
-from service.timeline.model import BlinOrder, CoursePosition, Timeline
+from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Timeline
 
 
 def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
@@ -34,7 +35,7 @@ def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
     if current is not None:
         targets.append((None, current))
     for order, position in targets:
-        base = {**context_facts(timeline, kb, position), **_order(order)}
+        base = {**context_facts(timeline, kb, position), **order_facts(order)}
         about = order.ref if order else None
         if order is not None:
             yield from cycle_new_required(position, base, kb, about=about)
@@ -114,8 +115,8 @@ def therapy_status(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
         return
     position = timeline.positions.get(CURRENT)
     last = last_infusion(timeline)
-    next_event, next_date = _next_premedication(timeline, kb, position)
     requirement = kb.premedication.requirement(timeline.regimen.id, age_group(timeline, kb))
+    next_event, next_date = _next_premedication(timeline, kb, position, requirement=requirement, last=last)
     yield Finding("therapy-status", "info", {
         **context_facts(timeline, kb, position),
         "running": last is not None and last.end is None,
@@ -131,14 +132,13 @@ def therapy_status(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
 
 
 def _next_premedication(
-    timeline: Timeline, kb: Knowledge, position: CoursePosition | None
+    timeline: Timeline, kb: Knowledge, position: CoursePosition | None, *, requirement: Requirement,
+    last: InfusionPeriod | None,
 ) -> tuple[str | None, str | None]:
     """The next scheduled event that needs premedication and its earliest date (unplanned restarts excluded)."""
     if position is None or position.cycle_start is None:
         return None, None
     spec = spec_of(timeline, kb)
-    requirement = kb.premedication.requirement(timeline.regimen.id, age_group(timeline, kb))
-    last = last_infusion(timeline)
     running = last is not None and last.end is None
     start_date = position.cycle_start.date()
     lost_days = (timeline.now.astimezone(position.cycle_start.tzinfo).date() - start_date).days + 1 - position.day
@@ -162,10 +162,3 @@ def _next_premedication(
     if cycle_end is None:
         return None, None
     return "cycle-start", (cycle_end + dt.timedelta(days=tfi)).isoformat()
-
-
-def _order(order: BlinOrder | None) -> dict[str, Any]:
-    if order is None:
-        return {"order_ref": None, "dose_display": None, "dose_basis": None, "dose_ug_per_day": None,
-                "dose_ug_per_m2_per_day": None}
-    return order_facts(order)

@@ -16,6 +16,7 @@ from service.knowledge import Knowledge
 from service.knowledge.regimens import RegimenSpec
 from service.rules.base import Action, Finding, Indicator
 from service.rules.medication import (
+    WEIGHT_PROBLEMS,
     Expected,
     bsa_dose,
     context_facts,
@@ -29,13 +30,6 @@ from service.rules.medication import (
 )
 from service.rules.suggestions import update_dose
 from service.timeline.model import BlinOrder, CoursePosition, Timeline
-
-_WEIGHT_PROBLEMS = {
-    "missing": "weight-missing",
-    "unit-missing": "weight-unit-missing",
-    "unit-not-convertible": "weight-unit-not-convertible",
-    "straddles-45kg": "weight-straddles-band",
-}
 
 
 def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
@@ -55,8 +49,8 @@ def dose_unverifiable(
     """
     body = timeline.body
     problems: list[str] = []
-    if body.weight_problem in _WEIGHT_PROBLEMS:
-        problems.append(_WEIGHT_PROBLEMS[body.weight_problem])
+    if body.weight_problem in WEIGHT_PROBLEMS:
+        problems.append(WEIGHT_PROBLEMS[body.weight_problem])
     if body.weight_stale:
         problems.append("weight-stale")
     band = weight_band(timeline, kb)

@@ -15,7 +15,9 @@ from typing import Any
 
 from service.knowledge import Knowledge
 from service.rules.base import Finding
+from service.rules.medication import num
 from service.rules.suggestions import remove_order
+from service.timeline.course import CURRENT
 from service.timeline.model import LabResult, Timeline
 
 _UNEVALUABLE = ("no-uln", "uln-ambiguous", "unit-not-convertible")
@@ -76,13 +78,13 @@ def _lab_facts(lab: LabResult, kb: Knowledge) -> dict[str, Any]:
     return {
         "analyte": lab.analyte,
         "display": analyte.display,
-        "value": number(lab.value),
+        "value": num(lab.value),
         "unit": lab.unit,
-        "uln": number(lab.uln),
+        "uln": num(lab.uln),
         "uln_unit": lab.uln_unit,
         "uln_source": lab.uln_source,
         "ratio": round(lab.ratio, 2) if lab.ratio is not None else None,
-        "limit": number(analyte.multiple_of_uln),
+        "limit": num(analyte.multiple_of_uln),
         "at": when(lab.at),
         "ref": lab.ref,
         "problem": lab.problem,
@@ -92,15 +94,8 @@ def _lab_facts(lab: LabResult, kb: Knowledge) -> dict[str, Any]:
 def course_position_facts(timeline: Timeline) -> dict[str, Any]:
     """``cycle``/``day`` of the order in focus (else of the running infusion), ``None`` when unknown."""
     position = next((timeline.positions[o.ref] for o in timeline.focus_orders if o.ref in timeline.positions),
-                    timeline.positions.get("current"))
+                    timeline.positions.get(CURRENT))
     return {"cycle": position.cycle if position else None, "day": position.day if position else None}
-
-
-def number(value: float | None) -> float | int | None:
-    """A value for display: integral floats as ints (``9`` not ``9.0``), others to 2 decimals."""
-    if value is None:
-        return None
-    return int(value) if float(value).is_integer() else round(value, 2)
 
 
 def when(value: dt.datetime | None) -> str | None:

@@ -18,7 +18,13 @@ from service.timeline.course import CURRENT
 from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Timeline
 
 Band = Literal["fixed", "bsa"]
-_UNUSABLE_WEIGHT = ("missing", "unit-missing", "unit-not-convertible", "straddles-45kg")
+WEIGHT_PROBLEMS = {
+    "missing": "weight-missing",
+    "unit-missing": "weight-unit-missing",
+    "unit-not-convertible": "weight-unit-not-convertible",
+    "straddles-45kg": "weight-straddles-band",
+}
+"""``BodySize.weight_problem`` values that leave the band unknown → the dose-unverifiable card's problem code."""
 
 
 def num(value: float | None, digits: int = 2) -> float | int | None:
@@ -44,7 +50,7 @@ def spec_of(timeline: Timeline, kb: Knowledge) -> RegimenSpec:
 def weight_band(timeline: Timeline, kb: Knowledge) -> Band | None:
     """``fixed`` (≥ 45 kg) or ``bsa`` (< 45 kg); ``None`` when the weight is missing, stale or ambiguous."""
     body = timeline.body
-    if body.weight_kg is None or body.weight_stale or body.weight_problem in _UNUSABLE_WEIGHT:
+    if body.weight_kg is None or body.weight_stale or body.weight_problem in WEIGHT_PROBLEMS:
         return None
     return "fixed" if body.weight_kg >= kb.dosing.weight_band.threshold_kg else "bsa"
 
@@ -112,13 +118,14 @@ def context_facts(timeline: Timeline, kb: Knowledge, position: CoursePosition | 
     }
 
 
-def order_facts(order: BlinOrder) -> dict[str, Any]:
+def order_facts(order: BlinOrder | None) -> dict[str, Any]:
+    """The order a finding is about (every key ``None`` for the running infusion at patient-view)."""
     return {
-        "order_ref": order.ref,
-        "dose_display": order.dose.display,
-        "dose_basis": order.dose.basis,
-        "dose_ug_per_day": num(order.dose.ug_per_day),
-        "dose_ug_per_m2_per_day": num(order.dose.ug_per_m2_per_day),
+        "order_ref": order.ref if order else None,
+        "dose_display": order.dose.display if order else None,
+        "dose_basis": order.dose.basis if order else None,
+        "dose_ug_per_day": num(order.dose.ug_per_day) if order else None,
+        "dose_ug_per_m2_per_day": num(order.dose.ug_per_m2_per_day) if order else None,
     }
 
 

@@ -83,8 +83,7 @@ def check_event(
                   for e in _candidates(timeline, kb, position.at, order_time=not started)]
     base = {
         **context_facts(timeline, kb, position),
-        **(order_facts(order) if order else {"order_ref": None, "dose_display": None, "dose_basis": None,
-                                             "dose_ug_per_day": None, "dose_ug_per_m2_per_day": None}),
+        **order_facts(order),
         **_requirement_facts(requirement, required_mg, kb),
         "infusion_started": started,
         "infusion_start": when(position.at),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import re
 from typing import Any
 
 from fhir.resources.R4B.medicationrequest import MedicationRequest
@@ -16,6 +15,8 @@ from pydantic import ValidationError
 
 from service.knowledge import Knowledge
 from service.rules.base import Action
+from service.rules.medication import num
+from service.timeline.dose import TEXT_DOSE
 from service.timeline.model import BlinOrder, Timeline
 
 
@@ -36,13 +37,13 @@ def update_dose(order: BlinOrder, ug_per_day: float, *, kb: Knowledge) -> Action
     resource: dict[str, Any] = copy.deepcopy(dict(order.resource))
     dosages = [d for d in resource.get("dosageInstruction") or () if isinstance(d, dict)] or [{}]
     first = dosages[0]
-    value = _number(ug_per_day)
+    value = num(ug_per_day, 1)
     ucum = kb.codes.uri("ucum")
     first["doseAndRate"] = [{"rateQuantity": {"value": value, "unit": "ug/d", "system": ucum, "code": "ug/d"}}]
     dose_text = kb.dosing.order_text.dose.format(dose=value)
-    text = first.get("text")
-    first["text"] = _DOSE_IN_TEXT.sub(dose_text, text, count=1) if isinstance(text, str) and _DOSE_IN_TEXT.search(
-        text) else (f"{text}; {dose_text}" if isinstance(text, str) and text else dose_text)
+    text = first["text"] if isinstance(first.get("text"), str) else ""
+    rewritten, replaced = TEXT_DOSE.subn(dose_text, text, count=1)
+    first["text"] = rewritten if replaced else (f"{text}; {dose_text}" if text else dose_text)
     resource["dosageInstruction"] = [first, *dosages[1:]]
     checked = _validated(resource)
     return Action(type="update", key="update-dose", resource=checked) if checked else None
@@ -64,7 +65,7 @@ def create_steroid(
     premed = kb.premedication
     ucum = kb.codes.uri("ucum")
     unit = "mg" if dose_mg is not None else "mg/m2"
-    value = _number(dose_mg if dose_mg is not None else dose_mg_per_m2)
+    value = num(dose_mg if dose_mg is not None else dose_mg_per_m2, 1)
     route = premed.iv_route
     dosage: dict[str, Any] = {
         "text": premed.suggested_order.text.format(agent=coding.display or agent, dose=f"{value} {unit}",
@@ -88,18 +89,6 @@ def create_steroid(
     }
     checked = _validated(resource)
     return Action(type="create", key="create-steroid", resource=checked) if checked else None
-
-
-_DOSE_IN_TEXT = re.compile(
-    r"\d+(?:\.\d+)?\s*(?:mcg|µg|μg|ug|micrograms?|mg)\s*/\s*(?:(?:m2|m²|kg)\s*/\s*)?(?:24\s*h(?:ours?)?|day|d|hours?|hr|h)\b",
-    re.IGNORECASE,
-)
-
-
-def _number(value: float | None) -> float | int:
-    assert value is not None
-    rounded = round(value, 1)
-    return int(rounded) if float(rounded).is_integer() else rounded
 
 
 def _validated(resource: dict[str, Any]) -> dict[str, Any] | None:

@@ -14,17 +14,19 @@ only recent records (``scope.unanchored_lookback_days``), and seizures are not c
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from service.knowledge import Knowledge
 from service.knowledge.toxicity import Policy
 from service.rules.base import Finding, Indicator
-from service.rules.labs import course_position_facts, number, when
+from service.rules.labs import course_position_facts, when
+from service.rules.medication import num
 from service.timeline.model import BlinOrder, InfusionPeriod, Interruption, Timeline, ToxicityRecord
 
 Family = Literal["crs", "neuro", "other"]
+_FAMILIES: tuple[Family, ...] = ("crs", "neuro", "other")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class _Context:
     course_start: dt.datetime | None
     records: tuple[ToxicityRecord, ...]
     """Records in scope (current course, or recent when the course start is unknown), oldest first."""
+    by_family: Mapping[Family, tuple[Episode, ...]]
+    """The episodes of each family, found once per call (several rules read them)."""
 
     @classmethod
     def build(cls, timeline: Timeline, kb: Knowledge) -> _Context:
@@ -70,36 +74,17 @@ class _Context:
         since = start if start is not None else timeline.now - dt.timedelta(
             days=kb.toxicity.scope.unanchored_lookback_days)
         records = tuple(r for r in timeline.toxicities if since <= r.at <= timeline.now)
-        return cls(timeline, kb, start, records)
+        policies = kb.toxicity.policies
+        by_family = {f: _episodes(records, f, getattr(policies, f)) for f in _FAMILIES}
+        return cls(timeline, kb, start, records, by_family)
 
     def policy(self, family: Family) -> Policy:
         policy: Policy = getattr(self.kb.toxicity.policies, family)
         return policy
 
-    def episodes(self, family: Family) -> list[Episode]:
+    def episodes(self, family: Family) -> tuple[Episode, ...]:
         """Every episode of this family, oldest first; "other" events are kept apart by what they are."""
-        policy = self.policy(family)
-        groups: dict[str, list[ToxicityRecord]] = {}
-        for r in self.records:
-            if r.kind == family and r.grade is not None:
-                groups.setdefault(_key(family, r), []).append(r)
-        episodes: list[Episode] = []
-        for key, recs in groups.items():
-            onset: ToxicityRecord | None = None
-            peak: ToxicityRecord | None = None
-            for r in recs:
-                assert r.grade is not None
-                if r.grade >= policy.interrupt_grade:
-                    if onset is None:
-                        onset = peak = r
-                    elif peak is not None and peak.grade is not None and r.grade > peak.grade:
-                        peak = r
-                elif r.grade <= policy.resolved_max_grade and onset is not None and peak is not None:
-                    episodes.append(Episode(family, key, onset, peak, r.at))
-                    onset = peak = None
-            if onset is not None and peak is not None:
-                episodes.append(Episode(family, key, onset, peak, None))
-        return sorted(episodes, key=lambda e: e.onset.at)
+        return self.by_family[family]
 
     def seizures(self) -> list[ToxicityRecord]:
         """Distinct seizures of the current course (records of one onset minute count once)."""
@@ -110,6 +95,29 @@ class _Context:
             if r.kind == "seizure":
                 distinct.setdefault(r.at.replace(second=0, microsecond=0), r)
         return list(distinct.values())
+
+
+def _episodes(records: Sequence[ToxicityRecord], family: Family, policy: Policy) -> tuple[Episode, ...]:
+    """The episodes of one family in ``records``, oldest first."""
+    groups: dict[str, list[ToxicityRecord]] = {}
+    for r in records:
+        if r.kind == family and r.grade is not None:
+            groups.setdefault(_key(family, r), []).append(r)
+    episodes: list[Episode] = []
+    for key, recs in groups.items():
+        current: tuple[ToxicityRecord, ToxicityRecord] | None = None  # (onset, peak) of the open episode
+        for r in recs:
+            if _grade(r) >= policy.interrupt_grade:
+                if current is None:
+                    current = (r, r)
+                elif _grade(r) > _grade(current[1]):
+                    current = (current[0], r)
+            elif _grade(r) <= policy.resolved_max_grade and current is not None:
+                episodes.append(Episode(family, key, *current, r.at))
+                current = None
+        if current is not None:
+            episodes.append(Episode(family, key, *current, None))
+    return tuple(sorted(episodes, key=lambda e: e.onset.at))
 
 
 def _key(family: Family, record: ToxicityRecord) -> str:
@@ -193,15 +201,15 @@ def neuro_rules(ctx: _Context) -> Iterator[Finding]:
     if reasons:
         yield _finding("neuro-discontinue", "critical", ctx, trigger, {
             "reasons": reasons, **seizure_facts, **_dose_facts(ctx, trigger),
-            "max_days_to_resolve": number(policy.max_days_to_resolve),
+            "max_days_to_resolve": num(policy.max_days_to_resolve),
         }, key="neuro")
         return
     if episodes and episodes[-1].resolved_at is None:
         e = episodes[-1]
         yield _finding("neuro-interrupt", "critical", ctx, e, {
             **_dose_facts(ctx, e), **_restart_dose(ctx),
-            "restart_min_days_resolved": number(policy.restart_min_days_resolved),
-            "max_days_to_resolve": number(policy.max_days_to_resolve),
+            "restart_min_days_resolved": num(policy.restart_min_days_resolved),
+            "max_days_to_resolve": num(policy.max_days_to_resolve),
         })
     if len(seizures) == 1:
         s = seizures[0]
@@ -239,13 +247,13 @@ def other_event_rules(ctx: _Context) -> Iterator[Finding]:
                 reasons, trigger = [*reasons, "grade-3-slow-resolution"], e
         if trigger is not None:
             yield _finding("adverse-event-discontinue", "critical", ctx, trigger, {
-                "reasons": sorted(set(reasons)), "max_days_to_resolve": number(policy.max_days_to_resolve),
+                "reasons": sorted(set(reasons)), "max_days_to_resolve": num(policy.max_days_to_resolve),
                 "policy_confidence": policy.confidence,
             }, key=key)
         elif episodes[-1].resolved_at is None:
             yield _finding("adverse-event-interrupt", "critical", ctx, episodes[-1], {
-                **_restart_dose(ctx), "max_days_to_resolve": number(policy.max_days_to_resolve),
-                "restart_min_days_resolved": number(policy.restart_min_days_resolved),
+                **_restart_dose(ctx), "max_days_to_resolve": num(policy.max_days_to_resolve),
+                "restart_min_days_resolved": num(policy.restart_min_days_resolved),
                 "policy_confidence": policy.confidence,
             }, key=key)
 
@@ -311,8 +319,7 @@ def restart_premature(ctx: _Context, *, discontinued: set[str]) -> Iterator[Find
 def _restart_after_toxicity(
     ctx: _Context, order: BlinOrder, restart_at: dt.datetime, *, discontinued: set[str]
 ) -> Iterator[Finding]:
-    families: tuple[Family, ...] = ("crs", "neuro", "other")
-    for family in families:
+    for family in _FAMILIES:
         policy = ctx.policy(family)
         if policy.restart_min_days_resolved <= 0:
             continue
@@ -326,7 +333,7 @@ def _restart_after_toxicity(
                 "reason": "toxicity-resolved-too-recently", "kind": family, "label": e.peak.label,
                 "grade": e.peak.grade, "event_at": when(e.onset.at), "resolved_at": when(e.resolved_at),
                 "days_since_resolved": round(days, 1),
-                "required_days": number(policy.restart_min_days_resolved),
+                "required_days": num(policy.restart_min_days_resolved),
                 "key": e.key,
             })
 
@@ -335,8 +342,8 @@ def _restart_after_overdose(
     ctx: _Context, order: BlinOrder, restart_at: dt.datetime, interruption: Interruption | None
 ) -> Iterator[Finding]:
     events = [r for r in ctx.records if r.kind in ("overdose", "flush") and r.at <= restart_at]
-    # The medication side also reads the stop reason of the infusion (and of the interruption); an
-    # administration naming its Medication by reference is recognised there, not in the toxicity records.
+    # The medication side also reads the stop reason of the infusion (and of the interruption), with its own
+    # patterns (``policy.toml [stop_reasons]``): a stop only those patterns recognise is found there.
     events += [ToxicityRecord(kind=p.stop_reason, ref=p.ref, at=p.end, grade=None)
                for p in ctx.timeline.infusions
                if p.stop_reason in ("overdose", "flush") and p.end is not None and p.end <= restart_at]
@@ -366,7 +373,7 @@ def _restart_after_overdose(
     yield _restart_finding(ctx, order, restart_at, indicator, {
         "reason": reason, "kind": event.kind, "label": event.label, "grade": None,
         "event_at": when(event.at), "stopped_at": when(stopped), "hours_since_stop": round(hours, 1),
-        "required_hours": number(policy.restart_min_hours), "key": event.kind,
+        "required_hours": num(policy.restart_min_hours), "key": event.kind,
         "toxicity_status": status, "unresolved_toxicities": unresolved,
         "overdose_resolved_max_grade": policy.resolved_max_grade,
     })
@@ -406,7 +413,7 @@ def _restart_finding(
         "event_at": None, "resolved_at": None, "days_since_resolved": None, "required_days": None,
         "stopped_at": None, "hours_since_stop": None, "required_hours": None,
         "toxicity_status": None, "unresolved_toxicities": [], "overdose_resolved_max_grade": None,
-        "restart_ug_per_day": number(ctx.kb.toxicity.restart_dose.ug_per_day),
+        "restart_ug_per_day": num(ctx.kb.toxicity.restart_dose.ug_per_day),
         **course_position_facts(ctx.timeline),
     }
     facts.update(specific)
@@ -483,13 +490,13 @@ def _restart_dose(ctx: _Context) -> dict[str, Any]:
         "regimen_why": regimen.why,
         "regimen_evidence": regimen.evidence,
         "restart_dose_confirmed": regimen.id in rd.confirmed_regimens,
-        "restart_ug_per_day": number(rd.ug_per_day),
-        "restart_ug_per_m2_per_day": number(rd.ug_per_m2_per_day),
-        "escalate_ug_per_day": number(rd.escalate_ug_per_day),
-        "escalate_ug_per_m2_per_day": number(rd.escalate_ug_per_m2_per_day),
-        "escalate_after_days": number(rd.escalate_after_days),
-        "weight_band_kg": number(rd.weight_band_kg),
-        "weight_kg": number(ctx.timeline.body.weight_kg),
+        "restart_ug_per_day": num(rd.ug_per_day),
+        "restart_ug_per_m2_per_day": num(rd.ug_per_m2_per_day),
+        "escalate_ug_per_day": num(rd.escalate_ug_per_day),
+        "escalate_ug_per_m2_per_day": num(rd.escalate_ug_per_m2_per_day),
+        "escalate_after_days": num(rd.escalate_after_days),
+        "weight_band_kg": num(rd.weight_band_kg),
+        "weight_kg": num(ctx.timeline.body.weight_kg),
         "small_patient": _small_patient(ctx),
     }
 
@@ -499,14 +506,14 @@ def _crs_treatment(ctx: _Context) -> dict[str, Any]:
     bsa = ctx.timeline.body.bsa_m2
     small_dose = min(t.small_patient_mg_per_m2 * bsa, t.small_patient_max_mg) if bsa else None
     return {
-        "dex_mg": number(t.dexamethasone_mg),
-        "dex_interval_hours": number(t.interval_hours),
-        "dex_max_days": number(t.max_days),
-        "dex_taper_days": number(t.taper_days),
-        "dex_mg_per_m2": number(t.small_patient_mg_per_m2),
-        "dex_max_mg_small": number(t.small_patient_max_mg),
-        "dex_small_dose_mg": number(small_dose),
-        "weight_band_kg": number(ctx.kb.toxicity.restart_dose.weight_band_kg),
+        "dex_mg": num(t.dexamethasone_mg),
+        "dex_interval_hours": num(t.interval_hours),
+        "dex_max_days": num(t.max_days),
+        "dex_taper_days": num(t.taper_days),
+        "dex_mg_per_m2": num(t.small_patient_mg_per_m2),
+        "dex_max_mg_small": num(t.small_patient_max_mg),
+        "dex_small_dose_mg": num(small_dose),
+        "weight_band_kg": num(ctx.kb.toxicity.restart_dose.weight_band_kg),
         "small_patient": _small_patient(ctx),
     }
 
@@ -540,6 +547,6 @@ def _dose_facts(ctx: _Context, episode: Episode | None) -> dict[str, Any]:
         return {"dose_at_event": None, "at_step_dose": None}
     period = _infusion_at(ctx.timeline.infusions, episode.onset.at)
     return {
-        "dose_at_event": number(period.ug_per_day) if period else None,
+        "dose_at_event": num(period.ug_per_day) if period else None,
         "at_step_dose": _at_step_dose(ctx, episode.onset.at),
     }

@@ -15,7 +15,7 @@ from service.knowledge import Knowledge
 from service.timeline.administrations import build_infusions, build_steroids
 from service.timeline.body import build_body
 from service.timeline.course import build_positions
-from service.timeline.dose import medication_concept
+from service.timeline.dose import is_blinatumomab, medication_concept
 from service.timeline.labs import build_labs
 from service.timeline.model import HookName, Timeline
 from service.timeline.orders import build_orders
@@ -42,11 +42,10 @@ def has_blinatumomab_draft(context: Mapping[str, Any], kb: Knowledge, *, selecti
     for resource in draft_resources(context):
         if resource.get("resourceType") != "MedicationRequest":
             continue
-        if wanted is not None and f"MedicationRequest/{resource.get('id')}" not in wanted:
+        if wanted is not None and relative_ref(resource) not in wanted:
             continue
         # The drug may be coded on the order, in a contained Medication, or only named by the reference.
-        concept = medication_concept(resource, {})
-        if concept and kb.codes.matching_concept(concept, ("blinatumomab",)):
+        if is_blinatumomab(medication_concept(resource, {}), kb):
             return True
     return False
 
@@ -64,13 +63,12 @@ def build_timeline(
     Resources are pooled by ``resourceType`` whatever key brought them (an EHR may answer one query with
     several types) and de-duplicated by (type, id); the drafts of ``context.draftOrders`` stay apart.
     """
-    pool = _pool(data, patient_id=context.get("patientId"))
+    patient_id = context.get("patientId")
+    pool = _pool(data, patient_id=patient_id)
     drafts = draft_resources(context)
     draft_ids = {relative_ref(r) for r in drafts}
-    patients = pool.get("Patient", [])
-    patient_id = context.get("patientId")
     # Only this chart's Patient: another patient's birth date must never drive the age-based rules.
-    patient = next((p for p in patients if p.get("id") == patient_id), None)
+    patient = next((p for p in pool.get("Patient", []) if p.get("id") == patient_id), None)
     medications = {str(m.get("id")): m for m in pool.get("Medication", [])}
     observations = pool.get("Observation", [])
     administrations = pool.get("MedicationAdministration", [])
@@ -91,7 +89,8 @@ def build_timeline(
     labs = build_labs(observations, kb=kb, now=now, patient_age_years=body.age_years)
     toxicities = build_toxicities(
         observations=observations, conditions=pool.get("Condition", []),
-        adverse_events=pool.get("AdverseEvent", []), administrations=administrations, kb=kb, now=now,
+        adverse_events=pool.get("AdverseEvent", []), administrations=administrations, medications=medications,
+        kb=kb, now=now,
     )
     regimen = determine_regimen(orders, pool.get("Condition", []), kb=kb)
     positions = build_positions(
@@ -100,7 +99,6 @@ def build_timeline(
     return Timeline(
         now=now,
         hook=hook,
-        patient_id_present=patient is not None,
         orders=orders,
         infusions=infusions,
         steroids=steroids,

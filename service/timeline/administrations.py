@@ -10,7 +10,6 @@ Steroids come from administrations and orders (drafts too): each is a candidate 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, cast
 
@@ -27,7 +26,7 @@ from service.timeline.dose import (
     steroid_agent,
 )
 from service.timeline.model import BodySize, InfusionPeriod, SteroidEvent
-from service.timeline.orders import order_start
+from service.timeline.orders import first_dosage, order_start
 
 _IGNORED = ("not-done", "entered-in-error")
 StopReason = Literal["overdose", "flush", "adverse-event"]
@@ -106,8 +105,8 @@ def stop_reason(ma: Mapping[str, Any], kb: Knowledge) -> StopReason | None:
     reasons = ma.get("statusReason")
     items = reasons if isinstance(reasons, list) else [reasons]
     words = [t for r in items if isinstance(r, Mapping) for t in texts(r)]
-    for reason, patterns in kb.policy.stop_reason_patterns().items():
-        if any(re.search(p, w, re.IGNORECASE) for p in patterns for w in words):
+    for reason, patterns in kb.policy.stop_reason_patterns.items():
+        if any(p.search(w) for p in patterns for w in words):
             return cast(StopReason, reason)
     return None
 
@@ -135,7 +134,7 @@ def build_steroids(
         out.append(SteroidEvent(
             ref=relative_ref(ma), agent=agent, kind="administration",
             time=period[0] if period else None, date_only=period[2] if period else False,
-            dose_mg=mg, dose_mg_per_m2=mg_m2, route=_route(dosage.get("route")), status=str(ma.get("status", "")),
+            dose_mg=mg, dose_mg_per_m2=mg_m2, status=str(ma.get("status", "")),
         ))
     for mr, draft in requests:
         if mr.get("resourceType") != "MedicationRequest" or mr.get("status") == "entered-in-error":
@@ -143,14 +142,14 @@ def build_steroids(
         agent = steroid_agent(medication_concept(mr, medications), kb)
         if agent is None:
             continue
-        dosage = next((d for d in mr.get("dosageInstruction") or () if isinstance(d, Mapping)), {})
+        dosage = first_dosage(mr)
         entries = [e for e in dosage.get("doseAndRate") or () if isinstance(e, Mapping)]
         mg, mg_m2 = _steroid_mg(next((e.get("doseQuantity") for e in entries if e.get("doseQuantity")), None), body, kb)
         start = order_start(mr)
         out.append(SteroidEvent(
             ref=relative_ref(mr), agent=agent, kind="order", time=start.at if start else None,
             date_only=start.date_only if start else False, dose_mg=mg, dose_mg_per_m2=mg_m2,
-            route=_route(dosage.get("route")), draft=draft, status=str(mr.get("status", "")),
+            draft=draft, status=str(mr.get("status", "")),
         ))
     return tuple(out)
 
@@ -173,9 +172,3 @@ def _steroid_mg(q: Any, body: BodySize, kb: Knowledge) -> tuple[float | None, fl
     if per:
         return None, None
     return value, None
-
-
-def _route(route: Any) -> str | None:
-    if not isinstance(route, Mapping):
-        return None
-    return next(iter(texts(route)), None)

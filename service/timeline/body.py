@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -86,15 +86,15 @@ def build_body(
         weight_stale=weight is not None and weight.at < fresh_after,
         weight_problem=problem,
         height_cm=height.value if height else None,
-        height_at=height.at if height else None,
         bsa_m2=bsa,
         bsa_method=method,
-        bsa_at=bsa_obs.at if bsa_obs else None,
         age_years=_age_years(patient, now),
     )
 
 
-def _measure(obs: Mapping[str, Any], at: dt.datetime, table: Mapping[str, float], norm: Any) -> _Measure:
+def _measure(
+    obs: Mapping[str, Any], at: dt.datetime, table: Mapping[str, float], norm: Callable[[str], str]
+) -> _Measure:
     q = obs.get("valueQuantity")
     value = q.get("value") if isinstance(q, Mapping) else None
     # A size that is not a positive finite number is no measurement (nonsense data must not size a dose).

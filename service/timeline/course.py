@@ -68,7 +68,7 @@ class CourseBuilder:
         self.restart_gap = dt.timedelta(minutes=kb.dosing.interruption.restart_threshold_minutes)
         self.same_cycle_max = dt.timedelta(hours=self.rules.same_cycle_max_hours)
         self.decimals = kb.dosing.limits.fixed_dose_compare_decimals
-        self.toxicities = toxicities
+        self.toxicities = tuple(sorted(toxicities, key=lambda r: r.at))
         policies = kb.toxicity.policies
         self.interrupt_grade = min(policies.crs.interrupt_grade, policies.neuro.interrupt_grade,
                                    policies.other.interrupt_grade)
@@ -129,7 +129,7 @@ class CourseBuilder:
 
     def _toxicity_reason(self, since: dt.datetime, until: dt.datetime) -> Reason | None:
         """An interruption with no stated reason, during which a toxicity was recorded, was for that toxicity."""
-        for t in sorted(self.toxicities, key=lambda r: r.at):
+        for t in self.toxicities:
             if not since <= t.at <= until:
                 continue
             if t.kind in ("overdose", "flush"):

@@ -14,19 +14,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.fhir.extract import concept_matches
+from service.fhir.extract import concept_matches, reference_id
 from service.knowledge import Knowledge
 from service.timeline.model import DailyDose
 
 STEROIDS: tuple[str, ...] = ("dexamethasone", "methylprednisolone", "prednisolone", "prednisone")
 """Steroid concepts of ``codes.toml``, most specific first (methylprednisolone before prednisolone)."""
 
-_TEXT_DOSE = re.compile(
+TEXT_DOSE = re.compile(
     r"(?P<v>\d+(?:\.\d+)?)\s*(?P<m>mcg|µg|μg|ug|micrograms?|mg)\s*/\s*"
     r"(?:(?P<b>m2|m²|m\^2|kg)\s*/\s*)?(?P<t>24\s*h(?:ours?)?|day|d|hours?|hr|h)\b",
     re.IGNORECASE,
 )
+"""A dose written in text ("9 mcg/day", "15 mcg/m^2/day"): read here, rewritten by the update-dose suggestion."""
 _CYCLE_DAY = re.compile(r"\b(?:cycle\s*|c)(\d{1,2})\s*[,;/-]?\s*(?:day\s*|d)(\d{1,2})\b", re.IGNORECASE)
+_UNIT_SEPARATOR = re.compile(r"[/.]")
+_UNIT_TOKEN = re.compile(r"(\d+(?:\.\d+)?)?([a-z]\w*)?")
+"""One part of a rate unit's denominator: an optional count and a name (``24``, ``h``, ``m2``)."""
 
 
 def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -51,14 +55,12 @@ def referenced_medication(
     target = ref.get("reference") if isinstance(ref, Mapping) else None
     if not isinstance(target, str):
         return None
-    contained = resource.get("contained")
-    if target.startswith("#") and isinstance(contained, list):
-        for c in contained:
-            if isinstance(c, Mapping) and c.get("resourceType") == "Medication" and c.get("id") == target[1:]:
-                return c
     if target.startswith("#"):
-        return None
-    return medications.get(target.split("/")[-1]) if target.startswith("Medication/") else None
+        contained = resource.get("contained")
+        return next((c for c in contained if isinstance(c, Mapping) and c.get("resourceType") == "Medication"
+                     and c.get("id") == target[1:]), None) if isinstance(contained, list) else None
+    medication_id = reference_id(ref, "Medication")
+    return medications.get(medication_id) if medication_id is not None else None
 
 
 def is_blinatumomab(concept: Mapping[str, Any], kb: Knowledge) -> bool:
@@ -95,10 +97,10 @@ def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
     """``"mcg/day"``, ``"ug/h"``, ``"ug/(m2.d)"``, ``"mg/d"``, ``"mL/h"``, ``"ug/(24.h)"`` → :class:`RateUnit`."""
     units = kb.dosing.units
     mass, _, rest = units.norm(unit).partition("/")
-    tokens = [units.norm(t) for t in re.split(r"[/.]", rest) if t]
+    tokens = [units.norm(t) for t in _UNIT_SEPARATOR.split(rest) if t]
     count, basis, time = 1.0, None, None
     for token in tokens:
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)?([a-z]\w*)?", token)
+        m = _UNIT_TOKEN.fullmatch(token)
         if not m or not (m.group(1) or m.group(2)):
             return None
         if m.group(1):
@@ -229,7 +231,7 @@ def daily_dose(
         return DailyDose(ug, "rateQuantity/volume", display)
 
     if text:
-        m = _TEXT_DOSE.search(text)
+        m = TEXT_DOSE.search(text)
         if m:
             time = m.group("t").lower().replace(" ", "")
             t_unit = "d" if time.startswith("24") or time in ("day", "d") else "h"

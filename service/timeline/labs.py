@@ -17,11 +17,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from service.fhir.extract import codings, concept_matches, parse_instant, relative_ref
 from service.knowledge import Knowledge
 from service.knowledge.labs import Analyte, AnalyteId, unit_key
+from service.timeline.dose import quantity_unit
 from service.timeline.model import LabResult, UlnSource
 
 _AGE_UNIT_YEARS = {"a": 1.0, "yr": 1.0, "year": 1.0, "years": 1.0, "mo": 1 / 12, "month": 1 / 12,
@@ -121,10 +122,8 @@ def _value(obs: Mapping[str, Any]) -> tuple[float, str | None] | None:
 
 
 def _unit(quantity: Mapping[str, Any]) -> str | None:
-    for key in ("code", "unit"):
-        if isinstance(quantity.get(key), str) and quantity[key].strip():
-            return cast(str, quantity[key]).strip()
-    return None
+    unit = quantity_unit(quantity)
+    return unit.strip() if unit is not None else None
 
 
 def _evaluate(candidate: _Candidate, *, kb: Knowledge, patient_age_years: float | None) -> LabResult:

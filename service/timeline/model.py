@@ -89,7 +89,6 @@ class SteroidEvent:
     time: dt.datetime | None
     date_only: bool
     dose_mg: float | None
-    route: str | None
     draft: bool = False
     dose_mg_per_m2: float | None = None
     """A BSA-based steroid dose (``mg/m2``); ``dose_mg`` is then filled only when a BSA is known."""
@@ -107,8 +106,6 @@ class BodySize:
     bsa_m2: float | None = None
     bsa_method: Literal["observation", "mosteller"] | None = None
     age_years: float | None = None
-    height_at: dt.datetime | None = None
-    bsa_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -190,7 +187,6 @@ class Timeline:
 
     now: dt.datetime
     hook: HookName
-    patient_id_present: bool = True
     orders: tuple[BlinOrder, ...] = ()
     """Blinatumomab orders: drafts first, then active and past ones."""
     infusions: tuple[InfusionPeriod, ...] = ()

@@ -61,7 +61,7 @@ def _order(
     mr: Mapping[str, Any], *, draft: bool, in_focus: bool, medications: Mapping[str, Mapping[str, Any]],
     basis: BodyBasis, kb: Knowledge,
 ) -> BlinOrder:
-    dosage = _first_dosage(mr)
+    dosage = first_dosage(mr)
     timing = dosage.get("timing") if isinstance(dosage.get("timing"), Mapping) else None
     text = dosage.get("text") if isinstance(dosage.get("text"), str) else None
     entries = [e for e in dosage.get("doseAndRate") or () if isinstance(e, Mapping)]
@@ -93,7 +93,8 @@ def _order(
     )
 
 
-def _first_dosage(mr: Mapping[str, Any]) -> Mapping[str, Any]:
+def first_dosage(mr: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The first ``dosageInstruction`` of a MedicationRequest (``{}`` without one)."""
     for d in mr.get("dosageInstruction") or ():
         if isinstance(d, Mapping):
             return d
@@ -106,7 +107,7 @@ def _note_texts(mr: Mapping[str, Any]) -> list[str]:
 
 def order_start(mr: Mapping[str, Any]) -> Instant | None:
     """When an order's administration starts: ``boundsPeriod.start``, ``timing.event``, else ``authoredOn``."""
-    timing = _first_dosage(mr).get("timing")
+    timing = first_dosage(mr).get("timing")
     if isinstance(timing, Mapping):
         repeat = timing.get("repeat")
         if isinstance(repeat, Mapping) and isinstance(repeat.get("boundsPeriod"), Mapping):

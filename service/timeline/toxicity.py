@@ -21,6 +21,7 @@ from typing import Any, Literal
 from service.fhir.extract import codings, parse_instant, relative_ref, texts
 from service.knowledge import Knowledge
 from service.knowledge.toxicity import ConceptMatcher
+from service.timeline.dose import is_blinatumomab, medication_concept
 from service.timeline.model import ToxicityRecord
 
 Kind = Literal["crs", "neuro", "seizure", "other", "overdose", "flush"]
@@ -36,11 +37,15 @@ def build_toxicities(
     conditions: Iterable[Mapping[str, Any]],
     adverse_events: Iterable[Mapping[str, Any]],
     administrations: Iterable[Mapping[str, Any]],
+    medications: Mapping[str, Mapping[str, Any]] | None = None,
     kb: Knowledge,
     now: dt.datetime,
 ) -> tuple[ToxicityRecord, ...]:
-    """Every toxicity record, oldest first (records in the future or without a time are dropped)."""
-    reader = _Reader(kb)
+    """Every toxicity record, oldest first (records in the future or without a time are dropped).
+
+    ``medications``: the fetched Medications by id, for an administration that names its drug by reference.
+    """
+    reader = _Reader(kb, medications or {})
     records: list[ToxicityRecord] = []
     seen: set[str] = set()
 
@@ -71,8 +76,9 @@ def build_toxicities(
 class _Reader:
     """Reads one resource at a time against the knowledge's concepts and grade codes."""
 
-    def __init__(self, kb: Knowledge) -> None:
+    def __init__(self, kb: Knowledge, medications: Mapping[str, Mapping[str, Any]]) -> None:
         self.kb = kb
+        self.medications = medications
         self.tox = kb.toxicity
         # Compiled patterns and code sets come ready-made with the knowledge (built once per process).
         self.matchers = self.tox.matchers
@@ -164,9 +170,7 @@ class _Reader:
         """A blinatumomab administration stopped for an overdose or a flushed line (``statusReason``)."""
         if admin.get("status") in _IGNORED_STATUSES:
             return
-        medication = _concept(admin.get("medicationCodeableConcept")) or {
-            "text": _get(admin, "medicationReference", "display") or ""}
-        if not self.kb.codes.matching_concept(medication, ("blinatumomab",)):
+        if not is_blinatumomab(medication_concept(admin, self.medications), self.kb):
             return
         at = _first_instant(_get(admin, "effectivePeriod", "end"), admin.get("effectiveDateTime"),
                             _get(admin, "effectivePeriod", "start"))

@@ -114,8 +114,12 @@ def test_therapy_status_next_cycle_and_not_after_90_days(kb: Knowledge) -> None:
 
 
 def test_no_therapy_status_at_order_sign(kb: Knowledge) -> None:
-    findings = run(kb, now=C1, drafts=[blin_order("o", 9), steroid_order("dx")], resources=adult())
+    """The patient is on blinatumomab (an active order), so only the hook keeps the summary away."""
+    on_drug = blin_order("active", 9, status="active", start=C1)
+    findings = run(kb, now=C1, drafts=[blin_order("o", 9), steroid_order("dx")], resources=[*adult(), on_drug])
     assert findings == []
+    view = run(kb, now=C1, hook="patient-view", resources=[*adult(), on_drug])
+    assert [f.rule_id for f in view] == ["therapy-status"]
 
 
 # ----------------------------------------------------------------- quiet courses: no warning, no critical

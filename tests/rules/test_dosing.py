@@ -14,6 +14,7 @@ from tests.builders import (
     blin_infusion,
     blin_order,
     height,
+    medication_request,
     patient,
     steroid_given,
     steroid_order,
@@ -137,6 +138,18 @@ def test_per_m2_order_for_a_child_is_checked_against_the_per_m2_schedule(kb: Kno
     assert dosing(wrong) == [("dose-schedule", "critical")]
     f = one(wrong, "dose-schedule")
     assert (f.facts["compared"], f.facts["expected_ug_per_m2_per_day"]) == ("ug_per_m2_per_day", 5)
+
+
+def test_the_update_rewrites_a_per_m2_dose_written_with_a_caret_in_the_order_text(kb: Knowledge) -> None:
+    """The dose the timeline read from the text ("15 mcg/m^2/day") is the one the update replaces: the corrected
+    order must not carry the old dose and the new one side by side."""
+    child = [patient(birth_date="2016-01-01"), weight("w", 30, at(2026, 3, 1)), height("h", 135, at(2026, 3, 1))]
+    order = medication_request("o", text="Blincyto 15 mcg/m^2/day C1D3")
+    f = one(run(kb, now=NOW, drafts=[order, steroid_order("dx", dose=6)], resources=child), "dose-schedule")
+    assert (f.facts["dose_basis"], f.facts["dose_ug_per_m2_per_day"]) == ("text", 15)
+    (action,) = f.actions
+    assert action.resource is not None
+    assert action.resource["dosageInstruction"][0]["text"] == "Blincyto 5.3 mcg/day C1D3"
 
 
 @pytest.mark.parametrize(("value", "unit", "kind"),

@@ -116,3 +116,11 @@ def test_uln_read_from_range_text_interrupts_and_the_card_says_so(kb: Knowledge)
 
     at_limit = [lab("a", ALT, 200, "U/L", at(2026, 3, 9), extra=text_only)]
     assert list(lab_rules.evaluate(timeline(NOW, labs=build_labs(at_limit, kb=kb, now=NOW)), kb)) == []
+
+
+def test_a_value_that_rounds_to_a_whole_number_is_shown_without_a_decimal(kb: Knowledge) -> None:
+    """Values are shown as the other cards show them: 200.004 U/L reads "200", never "200.0"."""
+    observations = [lab("a", ALT, 200.004, "U/L", at(2026, 3, 9), high=40)]
+    (finding,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(observations, kb=kb, now=NOW)), kb)
+    card = CardRenderer.load(Path(DEFAULT_CARDS_DIR), RULE_IDS).render(finding)
+    assert "**ALT** 200 U/L on 2026-03-09 00:00 UTC" in card.detail

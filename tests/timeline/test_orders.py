@@ -186,3 +186,16 @@ def test_start_instantiates_and_date_only_start(kb: Knowledge) -> None:
                                       instantiates=["urn:blina-cds:regimen:mrd-positive"]))
     assert order.start == at(2026, 3, 11) and order.start_date_only
     assert order.instantiates == ("urn:blina-cds:regimen:mrd-positive",)
+
+
+def test_an_absolute_medication_reference_is_resolved_like_a_relative_one(kb: Knowledge) -> None:
+    """FHIR references may be absolute URLs: the fetched Medication behind one names the drug and its strength."""
+    medication = {
+        "resourceType": "Medication", "id": "bag",
+        "code": {"coding": [dict(BLIN_SCD)]},
+        "ingredient": [{"itemCodeableConcept": {"coding": [dict(BLIN_SCD)]},
+                        "strength": {"numerator": quantity(28, "ug"), "denominator": quantity(240, "mL")}}],
+    }
+    order = only_order(kb, medication_request("mr1", medication_reference="https://ehr.example/fhir/Medication/bag",
+                                              dose_and_rate=[rate_quantity(10, "mL/h")]), medication)
+    assert order.dose.ug_per_day == pytest.approx(28)

@@ -175,3 +175,25 @@ def test_restart_dose_disagreeing_with_the_dose_rules_stops_start_up(tmp_path: P
                     encoding="utf-8")
     with pytest.raises(KnowledgeError, match=r"restart_dose.confirmed_regimens: unknown regimen 'rr'"):
         load_knowledge(tmp_path / "kb")
+
+
+def test_overdose_on_an_administration_naming_its_medication_by_reference(kb: Knowledge) -> None:
+    """The drug is recognised as the infusion builder recognises it: through a contained Medication or a
+    fetched one, so the overdose record (with its label) is not lost."""
+    from tests.builders import BLIN_SCD
+    from tests.med_helpers import make_timeline
+
+    def by_reference(id: str, reference: str) -> dict[str, Any]:
+        admin = blin_infusion(id, at(2026, 3, 8), at(2026, 3, 9, 11), status="stopped",
+                              status_reason="Pump programming error - overdose")
+        del admin["medicationCodeableConcept"]
+        return {**admin, "medicationReference": {"reference": reference}}
+
+    medication = {"resourceType": "Medication", "id": "blin", "code": concept(BLIN_SCD)}
+    contained = {**by_reference("ma1", "#blin"), "contained": [medication]}
+    fetched = by_reference("ma2", "Medication/blin")
+    timeline = make_timeline(kb, now=NOW, hook="patient-view", resources=[contained, fetched, medication])
+    assert [(r.kind, r.ref, r.label) for r in timeline.toxicities] == [
+        ("overdose", "MedicationAdministration/ma1", "Pump programming error - overdose"),
+        ("overdose", "MedicationAdministration/ma2", "Pump programming error - overdose"),
+    ]

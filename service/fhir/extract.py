@@ -49,6 +49,19 @@ def parse_instant(value: Any) -> Instant | None:
     return Instant(parsed, False)
 
 
+def observation_instant(obs: Mapping[str, Any]) -> Instant | None:
+    """When an Observation was made: ``effectiveDateTime``, ``effectiveInstant``, ``effectivePeriod`` (start,
+    else end), else ``issued``."""
+    raw_period = obs.get("effectivePeriod")
+    period: Mapping[str, Any] = raw_period if isinstance(raw_period, Mapping) else {}
+    for raw in (obs.get("effectiveDateTime"), obs.get("effectiveInstant"), period.get("start"), period.get("end"),
+                obs.get("issued")):
+        instant = parse_instant(raw)
+        if instant is not None:
+            return instant
+    return None
+
+
 def codings(codeable: Mapping[str, Any] | None) -> Iterator[Mapping[str, Any]]:
     if not isinstance(codeable, Mapping) or not isinstance(codeable.get("coding"), list):
         return

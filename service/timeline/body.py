@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.fhir.extract import concept_matches, parse_instant
+from service.fhir.extract import concept_matches, observation_instant, parse_instant
 from service.knowledge import Knowledge
 from service.timeline.dose import quantity_unit
 from service.timeline.model import BodySize
@@ -46,9 +46,7 @@ def build_body(
         code = obs.get("code")
         if not isinstance(code, Mapping):
             continue
-        instant = parse_instant(obs.get("effectiveDateTime")) or parse_instant(
-            (obs.get("effectivePeriod") or {}).get("start") if isinstance(obs.get("effectivePeriod"), Mapping) else None
-        )
+        instant = observation_instant(obs)
         if instant is None or instant.at > now:
             continue
         if concept_matches(code, kb.codes, "body_weight"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from service.fhir.extract import codings, concept_matches, parse_instant, relative_ref
+from service.fhir.extract import codings, concept_matches, observation_instant, parse_instant, relative_ref
 from service.knowledge import Knowledge
 from service.knowledge.labs import Analyte, AnalyteId, unit_key
 from service.timeline.dose import quantity_unit
@@ -101,14 +101,8 @@ def _analyte_of(obs: Mapping[str, Any], kb: Knowledge) -> AnalyteId | None:
 
 
 def _effective(obs: Mapping[str, Any]) -> dt.datetime | None:
-    raw_period = obs.get("effectivePeriod")
-    period: Mapping[str, Any] = raw_period if isinstance(raw_period, Mapping) else {}
-    for raw in (obs.get("effectiveDateTime"), obs.get("effectiveInstant"), period.get("start"), period.get("end"),
-                obs.get("issued")):
-        instant = parse_instant(raw)
-        if instant is not None:
-            return instant.at
-    return None
+    instant = observation_instant(obs)
+    return instant.at if instant else None
 
 
 def _value(obs: Mapping[str, Any]) -> tuple[float, str | None] | None:

@@ -89,3 +89,12 @@ def test_no_height_no_bsa(kb: Knowledge) -> None:
 def test_age_from_birth_date(kb: Knowledge, birth: str | None, years: int | None) -> None:
     age = body(kb, birth_date=birth).age_years
     assert (int(age) if age is not None else None) == years
+
+
+def test_weight_charted_with_effective_instant_or_period_is_read(kb: Knowledge) -> None:
+    by_instant = weight("wi", 70, at(2026, 3, 9))
+    by_instant["effectiveInstant"] = by_instant.pop("effectiveDateTime")
+    assert body(kb, by_instant).weight_kg == 70
+    by_period = weight("wp", 71, at(2026, 3, 9))
+    by_period["effectivePeriod"] = {"start": by_period.pop("effectiveDateTime")}
+    assert body(kb, by_period).weight_kg == 71

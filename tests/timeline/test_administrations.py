@@ -42,7 +42,8 @@ def test_periods_sorted_running_has_no_end_and_ignored_statuses_dropped(kb: Know
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [("Line flushed at bag change", "flush"), ("Overdose: pump programmed 10x", "overdose"),
-     ("CRS grade 3", "adverse-event"), ("Neurotoxicity", "adverse-event"), ("Patient transferred", None)],
+     ("CRS grade 3", "adverse-event"), ("Neurotoxicity", "adverse-event"), ("Patient transferred", None),
+     ("Flushing and fever, CRS suspected", "adverse-event"), ("Flushed the line after bag change", "flush")],
 )
 def test_stop_reason_from_status_reason(kb: Knowledge, reason: str, expected: str | None) -> None:
     (p,) = infusions(kb, blin_infusion("a", at(2026, 3, 1), at(2026, 3, 2), status="stopped", status_reason=reason))

@@ -27,6 +27,27 @@ class TreatmentFree(Strict):
     days: PositiveInt
 
 
+class Phases(Provenance):
+    """Which cycles of a course are induction, consolidation and continued therapy (first, last; inclusive).
+
+    Cards name the phases ("2 induction, 3 consolidation and 4 continued-therapy cycles"); the phases given
+    must cover cycles 1 to ``max_cycles`` in order, so a change to ``max_cycles`` cannot leave them stale.
+    """
+
+    induction: tuple[PositiveInt, PositiveInt] | None = None
+    consolidation: tuple[PositiveInt, PositiveInt] | None = None
+    continued_therapy: tuple[PositiveInt, PositiveInt] | None = None
+
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """Phase name → (first, last) cycle, in course order, for the phases given."""
+        named = {"induction": self.induction, "consolidation": self.consolidation,
+                 "continued_therapy": self.continued_therapy}
+        return {name: r for name, r in named.items() if r is not None}
+
+    def of(self, cycle: int) -> str | None:
+        return next((name for name, (first, last) in self.ranges().items() if first <= cycle <= last), None)
+
+
 class RegimenSpec(Provenance):
     label: str
     canonical: str
@@ -35,6 +56,8 @@ class RegimenSpec(Provenance):
     step_day: PositiveInt | None = None
     schedule: tuple[ScheduleRow, ...]
     treatment_free: tuple[TreatmentFree, ...]
+    phases: Phases | None = None
+    """Absent: the sources name no phases for this regimen (cards then say nothing about phases)."""
 
     def row(self, cycle: int, day: int) -> ScheduleRow | None:
         """The schedule row for a cycle and day (``None`` beyond the last cycle or day)."""
@@ -97,6 +120,15 @@ class Regimens(Strict):
                         raise ValueError(f"regimens.{name}.schedule: no dose for cycle {cycle} day {day}")
                 if spec.tfi_days(cycle) is None:
                     raise ValueError(f"regimens.{name}.treatment_free: no interval after cycle {cycle}")
+            if spec.phases is not None:
+                expected_first = 1
+                for phase, (first, last) in spec.phases.ranges().items():
+                    if first != expected_first or last < first:
+                        raise ValueError(f"regimens.{name}.phases.{phase}: must start at cycle {expected_first} "
+                                         "and not run backwards")
+                    expected_first = last + 1
+                if expected_first != spec.max_cycles + 1:
+                    raise ValueError(f"regimens.{name}.phases: must end at max_cycles ({spec.max_cycles})")
         for i, m in enumerate(self.reason_map):
             if m.regimen not in self.regimens:
                 raise ValueError(f"reason_map.{i}.regimen '{m.regimen}' is not a [regimens.*] table")

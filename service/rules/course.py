@@ -23,6 +23,7 @@ from service.rules.medication import (
     num,
     on_blinatumomab,
     order_facts,
+    premed_timing_facts,
     spec_of,
 )
 from service.timeline.course import CURRENT
@@ -64,6 +65,7 @@ def cycle_new_required(
         "stopped_at": day(position.interruption.stopped),
         "interruption_reason": position.interruption.reason,
         "same_cycle_max_days": num(limit.total_seconds() / 86400, 1),
+        "cycle_days": kb.regimens.cycle_rules.cycle_days,
     }, about=about)
 
 
@@ -76,7 +78,13 @@ def cycle_limit(
     """
     spec = spec_of(timeline, kb)
     if position.cycle > spec.max_cycles:
-        yield Finding("cycle-limit", "warning", {**base, "max_cycles": spec.max_cycles}, about=about)
+        yield Finding("cycle-limit", "warning", {
+            **base,
+            "max_cycles": spec.max_cycles,
+            "max_cycles_by_regimen": {name: r.max_cycles for name, r in kb.regimens.regimens.items()},
+            "phase_cycles": ({name: last - first + 1 for name, (first, last) in spec.phases.ranges().items()}
+                             if spec.phases else {}),
+        }, about=about)
 
 
 def treatment_free_interval(
@@ -96,6 +104,7 @@ def treatment_free_interval(
     gap_days = (position.at.astimezone(tz).date() - end.astimezone(tz).date()).days
     if required is None or gap_days >= required:
         return
+    spec = spec_of(timeline, kb)
     yield Finding("treatment-free-interval", "warning", {
         **base,
         "previous_cycle": position.cycle - 1,
@@ -103,7 +112,22 @@ def treatment_free_interval(
         "gap_days": gap_days,
         "required_days": required,
         "earliest_start": (end.astimezone(tz).date() + dt.timedelta(days=required)).isoformat(),
+        "cycle_days": kb.regimens.cycle_rules.cycle_days,
+        "previous_phase": spec.phases.of(position.cycle - 1) if spec.phases else None,
+        "phase_ranges": {name: list(r) for name, r in spec.phases.ranges().items()} if spec.phases else {},
+        "continued_therapy_tfi_days": _continued_therapy_tfi_days(kb),
     }, about=about)
+
+
+def _continued_therapy_tfi_days(kb: Knowledge) -> int | None:
+    """The treatment-free interval after a continued-therapy cycle (R/R: 56 days), whatever the regimen.
+
+    The card's source note names it for every regimen; ``None`` when no regimen has continued therapy.
+    """
+    for spec in kb.regimens.regimens.values():
+        if spec.phases is not None and spec.phases.continued_therapy is not None:
+            return spec.tfi_days(spec.phases.continued_therapy[0])
+    return None
 
 
 def therapy_status(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
@@ -128,6 +152,7 @@ def therapy_status(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
         "premed_dose_mg": num(requirement.dose_mg, 1),
         "premed_dose_mg_per_m2": num(requirement.dose_mg_per_m2, 1),
         "premed_max_mg": num(requirement.max_dose_mg, 1),
+        **premed_timing_facts(kb),
     })
 
 

@@ -190,5 +190,7 @@ def _facts(
         "band_unknown": False,
         "problems": [],
         "freshness_days": kb.dosing.freshness.weight_days,
+        "straddle_window_hours": num(kb.dosing.weight_band.straddle_window_hours),
+        "overdose_restart_hours": num(kb.toxicity.overdose.restart_min_hours),
     }
     return facts

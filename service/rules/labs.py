@@ -46,6 +46,7 @@ def hepatic_interrupt(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
         "breaches": [_lab_facts(lab, kb) for lab in breaches],
         "uses_site_default": any(lab.uln_source == "site-default" for lab in breaches),
         "orders": [o.ref for o in removable],
+        "uln_multiples": uln_multiples(kb),
         **course_position_facts(timeline),
     }
     yield Finding(
@@ -68,9 +69,15 @@ def lab_unevaluable(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
     yield Finding(
         rule_id="lab-unevaluable",
         indicator="warning",
-        facts={"labs": [_lab_facts(lab, kb) for lab in problems], **course_position_facts(timeline)},
+        facts={"labs": [_lab_facts(lab, kb) for lab in problems], "uln_multiples": uln_multiples(kb),
+               **course_position_facts(timeline)},
         about=problems[0].ref,
     )
+
+
+def uln_multiples(kb: Knowledge) -> dict[str, float | int | None]:
+    """Each analyte's interruption threshold (× ULN), for cards that state the rule, not only a breach."""
+    return {name: num(analyte.multiple_of_uln) for name, analyte in kb.labs.analytes.items()}
 
 
 def _lab_facts(lab: LabResult, kb: Knowledge) -> dict[str, Any]:

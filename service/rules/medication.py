@@ -118,6 +118,22 @@ def context_facts(timeline: Timeline, kb: Knowledge, position: CoursePosition | 
     }
 
 
+def premed_timing_facts(kb: Knowledge) -> dict[str, Any]:
+    """The premedication windows and the restart threshold, for cards that name them.
+
+    Hours as well as minutes, so a card can say "4 hours" and still follow ``dosing.toml`` when it changes.
+    """
+    timing = kb.premedication.timing
+    threshold = kb.dosing.interruption.restart_threshold_minutes
+    return {
+        "window_minutes": timing.window_minutes,
+        "window_hours": num(timing.window_minutes / 60),
+        "lookback_hours": timing.lookback_hours,
+        "restart_threshold_minutes": threshold,
+        "restart_threshold_hours": num(threshold / 60),
+    }
+
+
 def order_facts(order: BlinOrder | None) -> dict[str, Any]:
     """The order a finding is about (every key ``None`` for the running infusion at patient-view)."""
     return {

@@ -26,6 +26,7 @@ from service.rules.medication import (
     focus_targets,
     num,
     order_facts,
+    premed_timing_facts,
     when,
 )
 from service.rules.suggestions import create_steroid
@@ -193,10 +194,27 @@ def _requirement_facts(req: Requirement, required_mg: float | None, kb: Knowledg
         "first_cycle_only": req.first_cycle_only,
         "requirement_confidence": req.confidence,
         "requirement_source": req.source,
-        "window_minutes": kb.premedication.timing.window_minutes,
         "pediatric_tolerance_pct": num(kb.premedication.pediatric_dose.tolerance_pct),
-        "restart_threshold_minutes": kb.dosing.interruption.restart_threshold_minutes,
+        **premed_timing_facts(kb),
+        **_equivalence_facts(req, kb),
     }
+
+
+def _equivalence_facts(req: Requirement, kb: Knowledge) -> dict[str, Any]:
+    """What the card says about "or equivalent": the label's own ratio, and the standard table's doses.
+
+    ``label_equivalents``: the label's pair (e.g. prednisone 100 mg, dexamethasone 16 mg) when it applies to
+    the regimen, in file order; ``standard_equivalent_mg``: each agent's dose equivalent to the required fixed
+    dose by the standard table (empty for a per-m² requirement).
+    """
+    premed = kb.premedication
+    label = premed.label_equivalence
+    label_pairs = [{"agent": agent, "mg": num(mg, 1)} for agent, mg in label.doses_mg.items()
+                   ] if req.regimen in label.regimens else []
+    std = premed.equivalence.doses_mg
+    standard = ({agent: num(req.dose_mg * mg / std[req.agent], 1) for agent, mg in std.items()}
+                if req.dose_mg is not None and req.agent in std else {})
+    return {"label_equivalents": label_pairs, "standard_equivalent_mg": standard}
 
 
 def _candidate_facts(c: _Candidate, req: Requirement) -> dict[str, Any]:

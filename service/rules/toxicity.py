@@ -148,11 +148,13 @@ def crs_rules(ctx: _Context) -> Iterator[Finding]:
     severe = [e for e in episodes if _grade(e.peak) >= policy.discontinue_grade]
     if severe:
         e = severe[-1]
-        yield _finding("crs-discontinue", "critical", ctx, e, {**_crs_treatment(ctx), "reasons": ["grade-4"]})
+        yield _finding("crs-discontinue", "critical", ctx, e, {**_crs_treatment(ctx), **_grade_facts(policy),
+                                                               "reasons": ["grade-4"]})
         return
     if episodes and episodes[-1].resolved_at is None:
         e = episodes[-1]
-        yield _finding("crs-interrupt", "critical", ctx, e, {**_crs_treatment(ctx), **_restart_dose(ctx)})
+        yield _finding("crs-interrupt", "critical", ctx, e, {**_crs_treatment(ctx), **_restart_dose(ctx),
+                                                             **_grade_facts(policy)})
 
 
 # ------------------------------------------------------------------ neurological toxicity
@@ -197,6 +199,7 @@ def neuro_rules(ctx: _Context) -> Iterator[Finding]:
         "seizure_count": len(seizures),
         "seizure_dates": [when(s.at) for s in seizures],
         "seizure_limit": tox.seizures.discontinue_count,
+        **_grade_facts(policy),
     }
     if reasons:
         yield _finding("neuro-discontinue", "critical", ctx, trigger, {
@@ -207,7 +210,7 @@ def neuro_rules(ctx: _Context) -> Iterator[Finding]:
     if episodes and episodes[-1].resolved_at is None:
         e = episodes[-1]
         yield _finding("neuro-interrupt", "critical", ctx, e, {
-            **_dose_facts(ctx, e), **_restart_dose(ctx),
+            **_dose_facts(ctx, e), **_restart_dose(ctx), **_grade_facts(policy),
             "restart_min_days_resolved": num(policy.restart_min_days_resolved),
             "max_days_to_resolve": num(policy.max_days_to_resolve),
         })
@@ -248,13 +251,13 @@ def other_event_rules(ctx: _Context) -> Iterator[Finding]:
         if trigger is not None:
             yield _finding("adverse-event-discontinue", "critical", ctx, trigger, {
                 "reasons": sorted(set(reasons)), "max_days_to_resolve": num(policy.max_days_to_resolve),
-                "policy_confidence": policy.confidence,
+                "policy_confidence": policy.confidence, **_grade_facts(policy),
             }, key=key)
         elif episodes[-1].resolved_at is None:
             yield _finding("adverse-event-interrupt", "critical", ctx, episodes[-1], {
                 **_restart_dose(ctx), "max_days_to_resolve": num(policy.max_days_to_resolve),
                 "restart_min_days_resolved": num(policy.restart_min_days_resolved),
-                "policy_confidence": policy.confidence,
+                "policy_confidence": policy.confidence, **_grade_facts(policy),
             }, key=key)
 
 
@@ -283,6 +286,8 @@ def grade_unknown(ctx: _Context, *, discontinued: set[str], interrupted: set[str
             rule_id="toxicity-grade-unknown", indicator="warning", about=latest.ref,
             facts={"kind": family, "key": family, "label": latest.label, "at": when(latest.at), "ref": latest.ref,
                    "default_grading_system": ctx.kb.toxicity.grading.default_system,
+                   "restart_ug_per_day": num(ctx.kb.toxicity.restart_dose.ug_per_day),
+                   **_grade_facts(ctx.policy(family)),
                    **course_position_facts(ctx.timeline)},
         )
 
@@ -334,7 +339,7 @@ def _restart_after_toxicity(
                 "grade": e.peak.grade, "event_at": when(e.onset.at), "resolved_at": when(e.resolved_at),
                 "days_since_resolved": round(days, 1),
                 "required_days": num(policy.restart_min_days_resolved),
-                "key": e.key,
+                "key": e.key, **_grade_facts(policy),
             })
 
 
@@ -413,6 +418,7 @@ def _restart_finding(
         "event_at": None, "resolved_at": None, "days_since_resolved": None, "required_days": None,
         "stopped_at": None, "hours_since_stop": None, "required_hours": None,
         "toxicity_status": None, "unresolved_toxicities": [], "overdose_resolved_max_grade": None,
+        "interrupt_grade": None, "discontinue_grade": None, "resolved_max_grade": None,
         "restart_ug_per_day": num(ctx.kb.toxicity.restart_dose.ug_per_day),
         **course_position_facts(ctx.timeline),
     }
@@ -473,6 +479,12 @@ def _finding(
     facts.update(specific)
     return Finding(rule_id=rule_id, indicator=indicator, facts=facts,
                    about=episode.peak.ref if episode else None)
+
+
+def _grade_facts(policy: Policy) -> dict[str, Any]:
+    """The family's grades (interrupt at, discontinue at, resolved at or below), for cards that name them."""
+    return {"interrupt_grade": policy.interrupt_grade, "discontinue_grade": policy.discontinue_grade,
+            "resolved_max_grade": policy.resolved_max_grade}
 
 
 def _small_patient(ctx: _Context) -> bool | None:

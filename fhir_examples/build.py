@@ -1308,6 +1308,17 @@ EXAMPLES: tuple[Example, ...] = (
 )
 
 
+def all_examples() -> tuple[Example, ...]:
+    """The examples above plus the realistic-charting corpus.
+
+    The corpus lives in its own modules (``charting_*.py``), which build on the chart builder of this one; they are
+    imported here, when the examples are written, so this file stays importable on its own.
+    """
+    from fhir_examples import charting_dosing, charting_toxicity
+
+    return EXAMPLES + tuple(charting_dosing.EXAMPLES) + tuple(charting_toxicity.EXAMPLES)
+
+
 # ====================================================================== output
 
 
@@ -1400,7 +1411,7 @@ def write_all(out: Path) -> list[Path]:
     """Write every example under ``out``; returns the files written."""
     templates = _templates()
     written: list[Path] = []
-    for ex in EXAMPLES:
+    for ex in all_examples():
         folder = out / ex.name
         folder.mkdir(parents=True, exist_ok=True)
         calls = []
@@ -1500,8 +1511,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT, help="output folder (default: fhir_examples/)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     files = write_all(args.out)
-    (args.out / "README.md").write_text(readme(EXAMPLES), encoding="utf-8")
-    print(f"wrote {len(files)} files for {len(EXAMPLES)} examples under {args.out}")
+    examples = all_examples()
+    (args.out / "README.md").write_text(readme(examples), encoding="utf-8")
+    print(f"wrote {len(files)} files for {len(examples)} examples under {args.out}")
     return 0
 
 

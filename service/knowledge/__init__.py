@@ -70,27 +70,12 @@ def load_knowledge(directory: Path) -> Knowledge:
 
 
 def _check_shared_facts(kb: Knowledge) -> None:
-    """Facts two files both state (the adverse-event restart dose, the 45 kg band) must agree.
+    """Cross-file references must resolve: the regimens ``toxicity.toml [restart_dose]`` calls confirmed.
 
-    The toxicity cards print ``toxicity.toml [restart_dose]``; the dose rules check orders against
-    ``regimens.toml [ae_restart]`` and ``dosing.toml [weight_band]``. A pharmacist who edits one and not the
-    other would make a card advise a dose the dose rule then flags: start-up stops instead.
+    The restart dose itself is stated once, in ``regimens.toml [ae_restart]``, and the 45 kg band once, in
+    ``dosing.toml [weight_band]``: the toxicity cards read both from there.
     """
-    rd, ae = kb.toxicity.restart_dose, kb.regimens.ae_restart
-    pairs = (
-        ("ug_per_day", rd.ug_per_day, ae.ug_per_day, "regimens.toml [ae_restart] ug_per_day"),
-        ("ug_per_m2_per_day", rd.ug_per_m2_per_day, ae.ug_per_m2_per_day,
-         "regimens.toml [ae_restart] ug_per_m2_per_day"),
-        ("escalate_after_days", rd.escalate_after_days, ae.escalate_after_days,
-         "regimens.toml [ae_restart] escalate_after_days"),
-        ("weight_band_kg", rd.weight_band_kg, kb.dosing.weight_band.threshold_kg,
-         "dosing.toml [weight_band] threshold_kg"),
-    )
-    for key, mine, theirs, where in pairs:
-        if float(mine) != float(theirs):
-            raise KnowledgeError(f"{mine} disagrees with {where} ({theirs})", file="toxicity.toml",
-                                 key=f"restart_dose.{key}")
-    for name in rd.confirmed_regimens:
+    for name in kb.toxicity.restart_dose.confirmed_regimens:
         if name not in kb.regimens.regimens:
             raise KnowledgeError(f"unknown regimen '{name}'", file="toxicity.toml",
                                  key="restart_dose.confirmed_regimens")

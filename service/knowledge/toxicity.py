@@ -103,8 +103,6 @@ class Grades(Provenance):
     text_pattern: str
     """Regex with a named group ``grade``: the grade written in free text."""
     roman_numerals: Mapping[str, int]
-    absent_value_patterns: tuple[str, ...] = ()
-    """An Observation value matching these says the finding is absent (e.g. "No seizure")."""
 
 
 class Grading(Provenance):
@@ -156,19 +154,75 @@ class CrsTreatment(Provenance):
 
 
 class RestartDose(Provenance):
-    """Restart after an adverse-reaction interruption, and the step dose the neuro rule compares with."""
+    """What the toxicity rules add to the adverse-event restart dose of ``regimens.toml [ae_restart]``."""
 
-    ug_per_day: float
-    ug_per_m2_per_day: float
-    escalate_ug_per_day: float
-    escalate_ug_per_m2_per_day: float
-    escalate_after_days: float
-    weight_band_kg: float
-    """Below this weight the BSA doses apply."""
     dose_match_tolerance: float = Field(ge=0, lt=1)
     """A running dose within this fraction of the step dose counts as "at the step dose"."""
     confirmed_regimens: tuple[str, ...] = ()
     """Regimens for which a source states this restart dose; for the others cards call it unconfirmed."""
+
+
+class Findings(Provenance):
+    """How charting says a toxicity is absent, resolved or simply not assessed (never an event)."""
+
+    absent_text_patterns: tuple[str, ...]
+    resolved_text_patterns: tuple[str, ...]
+    not_assessed_text_patterns: tuple[str, ...]
+    absent_codings: tuple[Coded, ...]
+    """Coded values (SNOMED qualifiers) meaning absent, negative or resolved."""
+    normal_interpretations: tuple[Coded, ...]
+    """``Observation.interpretation`` codes meaning normal: the finding is absent."""
+
+
+class IceBand(Strict):
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+    grade: int = Field(ge=0, le=5)
+
+
+class IceScore(Provenance):
+    """ASTCT: the ICE score (0–10) read as the lower bound of the ICANS grade."""
+
+    text_patterns: tuple[str, ...]
+    value_pattern: str
+    """Regex with a named group ``score`` ("8/10", "6 out of 10")."""
+    max_score: int = Field(gt=0)
+    bands: tuple[IceBand, ...]
+    grading_system: str
+
+    @model_validator(mode="after")
+    def _bands_cover_every_score(self) -> IceScore:
+        for score in range(self.max_score + 1):
+            if sum(b.min <= score <= b.max for b in self.bands) != 1:
+                raise ValueError(f"bands: score {score} must fall in exactly one band")
+        return self
+
+    def grade(self, score: int) -> int | None:
+        return next((b.grade for b in self.bands if b.min <= score <= b.max), None)
+
+
+class GradedObservations(Provenance):
+    grading_system_patterns: tuple[str, ...]
+    """An Observation whose ``method`` matches one of these is a graded toxicity record."""
+    says_grade_patterns: tuple[str, ...]
+    """Code/text saying "grade": then a bare number 0–5 in the value is the grade."""
+    name_noise_patterns: tuple[str, ...]
+    """Removed (in order) from an "other" event's name to key its episodes ("TLS grade" and "TLS" are one event)."""
+
+
+class SeizureCounts(Provenance):
+    text_patterns: tuple[str, ...]
+    """Regexes with a named group ``count``."""
+
+
+class Episodes(Provenance):
+    same_event_window_minutes: float = Field(gt=0)
+    """Records of one toxicity whose onsets lie this close to an episode's first record are that episode."""
+
+
+class Attribution(Provenance):
+    unrelated_text_patterns: tuple[str, ...]
+    """A causality assessment matching these says the event is unrelated to the suspect drug."""
 
 
 class Scope(Provenance):
@@ -187,6 +241,12 @@ class Toxicity(Strict):
     crs_grade3_treatment: CrsTreatment
     restart_dose: RestartDose
     scope: Scope
+    findings: Findings
+    ice_score: IceScore
+    graded_observations: GradedObservations
+    seizure_counts: SeizureCounts
+    episodes: Episodes
+    attribution: Attribution
 
     # Built once per load by ``_patterns_compile`` (plain instance attributes set past pydantic's frozen
     # __setattr__, as in codes.py). A ``model_copy(update=...)`` of concepts, grades or other_events would
@@ -195,15 +255,36 @@ class Toxicity(Strict):
     """Per concept name (``crs``, ``neuro``, ``seizure``, ``overdose``, ``flush``)."""
     grade_text_re: ClassVar[re.Pattern[str]]
     """``grades.text_pattern``, compiled as written (no flags)."""
-    absent_value_res: ClassVar[tuple[re.Pattern[str], ...]]
     other_exclude_res: ClassVar[tuple[re.Pattern[str], ...]]
+    absent_res: ClassVar[tuple[re.Pattern[str], ...]]
+    resolved_res: ClassVar[tuple[re.Pattern[str], ...]]
+    not_assessed_res: ClassVar[tuple[re.Pattern[str], ...]]
+    ice_res: ClassVar[tuple[re.Pattern[str], ...]]
+    ice_value_re: ClassVar[re.Pattern[str]]
+    grading_system_res: ClassVar[tuple[re.Pattern[str], ...]]
+    says_grade_res: ClassVar[tuple[re.Pattern[str], ...]]
+    name_noise_res: ClassVar[tuple[re.Pattern[str], ...]]
+    seizure_count_res: ClassVar[tuple[re.Pattern[str], ...]]
+    unrelated_res: ClassVar[tuple[re.Pattern[str], ...]]
     grade_of_code: ClassVar[Mapping[tuple[str, str], int | None]]
     """(system key, code) → grade of ``grades.codings``."""
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> Toxicity:
         patterns = [("grades.text_pattern", self.grades.text_pattern)]
-        patterns += [("grades.absent_value_patterns", p) for p in self.grades.absent_value_patterns]
+        lists = {
+            "findings.absent_text_patterns": self.findings.absent_text_patterns,
+            "findings.resolved_text_patterns": self.findings.resolved_text_patterns,
+            "findings.not_assessed_text_patterns": self.findings.not_assessed_text_patterns,
+            "ice_score.text_patterns": self.ice_score.text_patterns,
+            "graded_observations.grading_system_patterns": self.graded_observations.grading_system_patterns,
+            "graded_observations.says_grade_patterns": self.graded_observations.says_grade_patterns,
+            "graded_observations.name_noise_patterns": self.graded_observations.name_noise_patterns,
+            "seizure_counts.text_patterns": self.seizure_counts.text_patterns,
+            "attribution.unrelated_text_patterns": self.attribution.unrelated_text_patterns,
+        }
+        patterns += [(where, p) for where, group in lists.items() for p in group]
+        patterns.append(("ice_score.value_pattern", self.ice_score.value_pattern))
         patterns += [("other_events.exclude_text_patterns", p) for p in self.other_events.exclude_text_patterns]
         for name, concept in self.concepts.items():
             patterns += [(f"concepts.{name}.text_patterns", p) for p in concept.text_patterns]
@@ -215,16 +296,32 @@ class Toxicity(Strict):
                 raise ValueError(f"{where}: bad regular expression {pattern!r} ({exc})") from None
         if "(?P<grade>" not in self.grades.text_pattern:
             raise ValueError("grades.text_pattern: needs a named group (?P<grade>...)")
+        if "(?P<score>" not in self.ice_score.value_pattern:
+            raise ValueError("ice_score.value_pattern: needs a named group (?P<score>...)")
+        for p in self.seizure_counts.text_patterns:
+            if "(?P<count>" not in p:
+                raise ValueError(f"seizure_counts.text_patterns: {p!r} needs a named group (?P<count>...)")
         object.__setattr__(self, "matchers", {name: ConceptMatcher.of(c) for name, c in self.concepts.items()})
         object.__setattr__(self, "grade_text_re", re.compile(self.grades.text_pattern))
-        object.__setattr__(self, "absent_value_res", _compiled(self.grades.absent_value_patterns))
+        object.__setattr__(self, "absent_res", _compiled(self.findings.absent_text_patterns))
+        object.__setattr__(self, "resolved_res", _compiled(self.findings.resolved_text_patterns))
+        object.__setattr__(self, "not_assessed_res", _compiled(self.findings.not_assessed_text_patterns))
+        object.__setattr__(self, "ice_res", _compiled(self.ice_score.text_patterns))
+        object.__setattr__(self, "ice_value_re", re.compile(self.ice_score.value_pattern, re.IGNORECASE))
+        object.__setattr__(self, "grading_system_res", _compiled(self.graded_observations.grading_system_patterns))
+        object.__setattr__(self, "says_grade_res", _compiled(self.graded_observations.says_grade_patterns))
+        object.__setattr__(self, "name_noise_res", _compiled(self.graded_observations.name_noise_patterns))
+        object.__setattr__(self, "seizure_count_res", _compiled(self.seizure_counts.text_patterns))
+        object.__setattr__(self, "unrelated_res", _compiled(self.attribution.unrelated_text_patterns))
         object.__setattr__(self, "other_exclude_res", _compiled(self.other_events.exclude_text_patterns))
         object.__setattr__(self, "grade_of_code", {(c.system, c.code): c.grade for c in self.grades.codings})
         return self
 
     def checked(self, codes: Codes) -> Toxicity:
         """This file, after checking every coding uses a ``codes.toml`` system key (else start-up stops)."""
-        groups: list[tuple[str, tuple[Coded, ...]]] = [("grades.codings", self.grades.codings)]
+        groups: list[tuple[str, tuple[Coded, ...]]] = [
+            ("grades.codings", self.grades.codings), ("findings.absent_codings", self.findings.absent_codings),
+            ("findings.normal_interpretations", self.findings.normal_interpretations)]
         for name, concept in self.concepts.items():
             groups += [(f"concepts.{name}.codings", concept.codings),
                        (f"concepts.{name}.site_codings", concept.site_codings),

@@ -90,7 +90,7 @@ def build_timeline(
     toxicities = build_toxicities(
         observations=observations, conditions=pool.get("Condition", []),
         adverse_events=pool.get("AdverseEvent", []), administrations=administrations, medications=medications,
-        kb=kb, now=now,
+        medication_requests=stored_requests, kb=kb, now=now,
     )
     regimen = determine_regimen(orders, pool.get("Condition", []), kb=kb)
     positions = build_positions(

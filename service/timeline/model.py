@@ -179,6 +179,18 @@ class ToxicityRecord:
     label: str = ""
     """What the record calls the event (its text or display), for the card."""
     grading_system: str | None = None
+    absent: bool = False
+    """A negative, absent or resolved finding ("Seizure activity: Not observed", "No CRS", a Condition's
+    abatement): never an event; for a graded kind it has grade 0 and shows an earlier episode resolved."""
+    count: int = 1
+    """Seizures this record reports ("Seizures this shift: 2"); 1 for every other record."""
+    date_only: bool = False
+    """The time arrived as a bare date (a problem-list onset): episodes match it by calendar day."""
+    attributed_elsewhere: str | None = None
+    """An AdverseEvent attributed to something other than blinatumomab: what it names (a drug, or
+    ``"unrelated"``). Such an event gives no blinatumomab interrupt/discontinue card."""
+    name_key: str = ""
+    """An "other" event's name without grade words, so records of one event group together."""
 
 
 @dataclass(frozen=True)

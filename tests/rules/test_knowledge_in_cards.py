@@ -57,8 +57,7 @@ def test_card_text_follows_a_changed_knowledge_number(kb: Knowledge, tmp_path: P
         "labs.toml": [('display = "ALT"\nmultiple_of_uln = 5.0', 'display = "ALT"\nmultiple_of_uln = 4.0'),
                       ('display = "AST"\nmultiple_of_uln = 5.0', 'display = "AST"\nmultiple_of_uln = 4.0'),
                       ("multiple_of_uln = 3.0", "multiple_of_uln = 2.5")],
-        # The restart (step) dose is stated twice and the two must agree (checked at load).
-        "toxicity.toml": [("\nug_per_day = 9\n", "\nug_per_day = 10\n")],
+        # The restart (step) dose is stated once, in regimens.toml [ae_restart]: the toxicity cards read it there.
         "regimens.toml": [("\nug_per_day = 9\n", "\nug_per_day = 10\n"),
                           ("cap_ug_per_day = 9\n", "cap_ug_per_day = 10\n")],
         "premedication.toml": [("window_minutes = 60", "window_minutes = 90"),

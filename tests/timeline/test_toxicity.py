@@ -93,7 +93,8 @@ def test_condition_stage_summary_and_abatement_resolution(kb: Knowledge) -> None
                   abated=at(2026, 3, 9, 20)),
         condition("c2", WHEN, code=concept(text="CRS"), verification="entered-in-error"),
     ])
-    assert [(r.kind, r.grade, r.at) for r in recs] == [("neuro", 3, WHEN), ("neuro", 0, at(2026, 3, 9, 20))]
+    assert [(r.kind, r.grade, r.at, r.absent) for r in recs] == [
+        ("neuro", 3, WHEN, False), ("neuro", 0, at(2026, 3, 9, 20), True)]
 
 
 def test_seizures_from_snomed_condition_and_observation_and_negation(kb: Knowledge) -> None:
@@ -107,7 +108,9 @@ def test_seizures_from_snomed_condition_and_observation_and_negation(kb: Knowled
             tox_observation("o4", at(2026, 3, 9, 15), code=concept(text="Seizure prophylaxis")),
         ],
     )
-    assert [(r.kind, r.ref) for r in recs] == [("seizure", "Condition/c1"), ("seizure", "Observation/o1")]
+    assert [(r.kind, r.ref, r.absent) for r in recs] == [
+        ("seizure", "Condition/c1", False), ("seizure", "Observation/o1", False),
+        ("seizure", "Observation/o2", True), ("seizure", "Observation/o3", True)]
 
 
 def test_overdose_and_flush_from_adverse_event_and_administration(kb: Knowledge) -> None:
@@ -135,7 +138,7 @@ def test_overdose_and_flush_from_adverse_event_and_administration(kb: Knowledge)
 
 
 def test_entered_in_error_duplicates_and_future_records_are_dropped(kb: Knowledge) -> None:
-    obs = tox_observation("o1", WHEN, code=concept(text="CRS"), value_integer=2)
+    obs = tox_observation("o1", WHEN, code=concept(text="CRS grade"), value_integer=2)
     recs = build(kb, observations=[
         obs, dict(obs),
         tox_observation("o2", WHEN, code=concept(text="CRS"), value_integer=4, status="entered-in-error"),
@@ -158,18 +161,17 @@ def test_bad_toxicity_knowledge_stops_start_up_naming_file_and_key(tmp_path: Pat
         load_knowledge(tmp_path / "kb")
 
 
-def test_restart_dose_disagreeing_with_the_dose_rules_stops_start_up(tmp_path: Path) -> None:
-    """toxicity.toml [restart_dose] (printed on cards) and regimens.toml [ae_restart] (checked against orders)
-    state the same label fact; a site that edits one and not the other must not start."""
+def test_restart_dose_is_stated_once_and_confirmed_regimens_must_exist(tmp_path: Path) -> None:
+    """The restart dose lives in regimens.toml [ae_restart] and the 45 kg band in dosing.toml: toxicity.toml
+    no longer repeats them (a copy could drift); the regimens it calls confirmed must exist."""
     shutil.copytree(DEFAULT_KNOWLEDGE_DIR, tmp_path / "kb")
     path = tmp_path / "kb" / "toxicity.toml"
     original = path.read_text(encoding="utf-8")
-    path.write_text(original.replace("[restart_dose]\nug_per_day = 9", "[restart_dose]\nug_per_day = 10", 1),
-                    encoding="utf-8")
-    with pytest.raises(KnowledgeError, match=r"toxicity.toml: restart_dose.ug_per_day: 10.* regimens.toml"):
-        load_knowledge(tmp_path / "kb")
-    path.write_text(original.replace("weight_band_kg = 45", "weight_band_kg = 40", 1), encoding="utf-8")
-    with pytest.raises(KnowledgeError, match=r"restart_dose.weight_band_kg: .*dosing.toml \[weight_band\]"):
+    section = original[original.index("[restart_dose]"):original.index("[scope]")]
+    keys = {line.split("=")[0].strip() for line in section.splitlines()[1:] if "=" in line and not line.startswith("#")}
+    assert keys == {"dose_match_tolerance", "confirmed_regimens", "source", "reviewed_on", "confidence"}
+    path.write_text(original.replace("[restart_dose]\n", "[restart_dose]\nug_per_day = 9\n", 1), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"toxicity.toml: restart_dose.ug_per_day: Extra inputs"):
         load_knowledge(tmp_path / "kb")
     path.write_text(original.replace('confirmed_regimens = ["relapsed-refractory"]', 'confirmed_regimens = ["rr"]', 1),
                     encoding="utf-8")

@@ -91,11 +91,28 @@ def _lab_facts(lab: LabResult, kb: Knowledge) -> dict[str, Any]:
         "uln_unit": lab.uln_unit,
         "uln_source": lab.uln_source,
         "ratio": round(lab.ratio, 2) if lab.ratio is not None else None,
+        "ratio_display": ratio_display(lab.ratio, analyte.multiple_of_uln),
         "limit": num(analyte.multiple_of_uln),
         "at": when(lab.at),
         "ref": lab.ref,
         "problem": lab.problem,
     }
+
+
+def ratio_display(ratio: float | None, limit: float, *, min_digits: int = 1, max_digits: int = 4) -> str | None:
+    """A multiple of ULN as a card prints it, never rounded onto (or across) its limit.
+
+    ``5.004`` next to "> 5×" is shown ``5.004``, not ``5.0``; ``4.996`` is shown ``4.996``, not ``5.0``. Digits are
+    added (up to ``max_digits``) until the printed value is on the same side of the limit as the true one.
+    """
+    if ratio is None:
+        return None
+    above = round(ratio, 9) > limit
+    for digits in range(min_digits, max_digits + 1):
+        shown = round(ratio, digits)
+        if (shown > limit) == above and shown != limit:
+            return f"{ratio:.{digits}f}"
+    return f"{ratio:.{max_digits}f}"
 
 
 def course_position_facts(timeline: Timeline) -> dict[str, Any]:

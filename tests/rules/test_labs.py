@@ -124,3 +124,20 @@ def test_a_value_that_rounds_to_a_whole_number_is_shown_without_a_decimal(kb: Kn
     (finding,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(observations, kb=kb, now=NOW)), kb)
     card = CardRenderer.load(Path(DEFAULT_CARDS_DIR), RULE_IDS).render(finding)
     assert "**ALT** 200 U/L on 2026-03-09 00:00 UTC" in card.detail
+
+
+@pytest.mark.parametrize(("ratio", "limit", "shown"), [
+    (5.01, 5.0, "5.01"), (5.004, 5.0, "5.004"), (6.625, 5.0, "6.6"), (3.04, 3.0, "3.04"), (4.996, 5.0, "4.996"),
+    (20.0, 5.0, "20.0"),
+])
+def test_a_multiple_of_uln_is_never_shown_rounded_onto_its_limit(ratio: float, limit: float, shown: str) -> None:
+    assert lab_rules.ratio_display(ratio, limit) == shown
+
+
+def test_hepatic_card_shows_5_01_next_to_the_limit(kb: Knowledge) -> None:
+    (finding,) = run(kb, labs=[lab_result("alt", 5.01, DAY)], hook="patient-view")
+    from tests.med_helpers import renderer
+
+    card = renderer().render(finding)
+    assert "ALT 5.01×ULN (limit >5×)" in card.summary
+    assert "5.01 × ULN" in (card.detail or "") and "5.0×" not in card.summary

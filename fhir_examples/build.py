@@ -47,6 +47,7 @@ LOCAL_TOX = "http://hospital.example.org/fhir/CodeSystem/oncology-toxicity"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 REF_MEANING = "http://terminology.hl7.org/CodeSystem/referencerange-meaning"
 EHR_BASE = "https://ehr.example.org/fhir"
+EPIC_FLO = "urn:oid:1.2.840.114350.1.13.0.1.7.2.707679"
 
 REGIMEN_CANONICAL = {
     "relapsed-refractory": "urn:blina-cds:regimen:relapsed-refractory",
@@ -189,6 +190,24 @@ class Chart:
         if value_string is not None:
             values["valueString"] = value_string
         self._obs(local, concept, when, category="exam", **values)
+
+    def flowsheet(self, local: str, when: dt.datetime, row: str, *, row_id: str, category: str | None = "exam",
+                  entered_after: dt.timedelta = 95 * MIN, **values: Any) -> dict[str, Any]:
+        """A nursing flowsheet row as Epic sends it: the row's local id (FLO) and name, no standard code, ``issued``
+        (entered) later than ``effective`` (taken); ``values`` are the value[x] and any other elements."""
+        res: dict[str, Any] = {
+            "resourceType": "Observation",
+            "id": self.id(local),
+            "status": "final",
+            "code": {"coding": [{"system": EPIC_FLO, "code": row_id, "display": row}], "text": row},
+            "subject": self.subject(),
+            "effectiveDateTime": iso(when),
+            "issued": iso(when + entered_after),
+        }
+        if category:
+            res["category"] = [{"coding": [{"system": OBS_CATEGORY, "code": category}]}]
+        res.update(values)
+        return self.add(res, when)
 
     # ------------------------------------------------------------------ conditions and adverse events
 
@@ -569,6 +588,43 @@ def _fmt(v: float) -> str:
     return f"{v:g}"
 
 
+SCORE = {"system": UCUM, "code": "{score}"}
+ABSENT = {"coding": [{"system": SNOMED, "code": "2667000", "display": "Absent (qualifier value)"}], "text": "Absent"}
+
+
+def nursing_checks(chart: Chart, tag: str, start: dt.datetime, days: float, *, every_hours: int = 12,
+                   child: bool = False) -> None:
+    """Negative neuro and CRS checks every nursing shift, charted the many ways real flowsheets do (real-world-
+    charting.md §3): seizure activity "Not observed" / "None" / a count of 0 / "No" on a yes-no row / SNOMED Absent,
+    ICE 10/10 (CAPD and "ICANS grade 0" for a child), "No CRS", and a row charted twice at the same time.
+    None of it is an event: a correct course stays silent."""
+    seizure_values: list[dict[str, Any]] = [
+        {"valueString": "Not observed"}, {"valueString": "None"}, {"valueInteger": 0},
+        {"valueBoolean": False}, {"valueCodeableConcept": ABSENT}, {"valueString": "None noted"},
+    ]
+    shifts = int(days * 24 // every_hours)
+    for i in range(shifts):
+        t = start + (i * every_hours + 2) * HOUR
+        k = f"{tag}-rn{i}"
+        values = seizure_values[i % len(seizure_values)]
+        row = "Seizures this shift" if "valueInteger" in values else ("Seizure?" if "valueBoolean" in values
+                                                                      else "Seizure activity")
+        chart.flowsheet(f"{k}-sz", t, row, row_id="3040110", **values)
+        if i % 5 == 2:  # the same row charted twice (a late entry re-documented by the next nurse)
+            chart.flowsheet(f"{k}-sz2", t, "Seizure activity", row_id="3040110", valueString="Not observed",
+                            entered_after=9 * HOUR)
+        if child:
+            chart.flowsheet(f"{k}-capd", t, "CAPD score", row_id="3040121", valueQuantity={"value": 2, **SCORE})
+            chart.flowsheet(f"{k}-icans", t, "ICANS grade", row_id="3040122", valueString="0")
+        else:
+            chart.flowsheet(f"{k}-ice", t, "ICE score", row_id="3040120", valueQuantity={"value": 10, **SCORE})
+            if i % 3 == 0:
+                chart.flowsheet(f"{k}-icans", t, "Neuro assessment", row_id="3040123",
+                                valueString="ICE 10/10 - no ICANS, A&O x4, follows commands")
+        chart.flowsheet(f"{k}-crs", t, "CRS assessment", row_id="3040130", category="vital-signs",
+                        valueString=["No CRS", "No CRS - afebrile, normotensive", "none"][i % 3])
+
+
 # ====================================================================== examples
 
 
@@ -636,6 +692,9 @@ def rr_adult_chart(cycles: int) -> Callable[[Chart], None]:
             rr_cn(3, RR_C3),
         ][:cycles]
         add_course(chart, ADULT, course)
+        # inpatient nursing checks: cycle 1 days 1–9, cycle 2 (and 3) days 1–2, every 12-h shift
+        for cyc, days in zip(course, (9, 2, 2), strict=False):
+            nursing_checks(chart, f"c{cyc.number}", cyc.start, days)
         # a transient cycle-1 ALT rise below 5 × ULN, and a grade 1 CRS on day 2: no card
         chart.lab("c1d3-alt", RR_C1 + 2 * DAY - 2 * HOUR, "alt", 112)
         chart.lab("c1d3-ast", RR_C1 + 2 * DAY - 2 * HOUR, "ast", 86)
@@ -652,8 +711,10 @@ EX_RR_ADULT = Example(
     "78 kg adult, R/R regimen (instantiatesCanonical). Cycle 1 at 9 µg/day, step to 28 µg/day on day 8 with "
     "dexamethasone 20 mg IV 45 min before each start, a bag change on day 12 with the new bag hung 2.5 h late "
     "(under 4 h: no premedication), a day-3 ALT rise to 2.8 × ULN and a grade 1 CRS. Cycle 2 (rateRatio "
-    "28 µg/1 d) after a 14-day treatment-free interval; cycle 3 after 15 days. No call may give a warning or "
-    "critical card.",
+    "28 µg/1 d) after a 14-day treatment-free interval; cycle 3 after 15 days. Nursing flowsheets "
+    "chart the negative checks of every inpatient shift (seizure activity 'Not observed', a count of 0, SNOMED "
+    "Absent, ICE 10/10, 'No CRS', a row charted twice): none is an event. No call may give a "
+    "warning or critical card.",
     [
         Call("c1d1-sign", "order-sign", RR_C1 - HOUR, "C1D1: 9 µg/day order with a dexamethasone 20 mg draft",
              rr_adult_chart(1), drafts=["c1-order1", "c1-premed-d1-mr"], quiet=True),
@@ -689,6 +750,8 @@ def child_chart(cycles: int) -> Callable[[Chart], None]:
             Cycle(2, CH_C2, [(1, c2_dose, bag_dose_48)], None, bag_plan=(48,), bsa_based=True),
         ][:cycles]
         add_course(chart, CHILD, course)
+        for cyc, days in zip(course, (9, 2), strict=False):
+            nursing_checks(chart, f"c{cyc.number}", cyc.start, days, every_hours=8, child=True)
     return build
 
 
@@ -701,7 +764,8 @@ EX_CHILD = Example(
     "Child 30 kg / 135 cm (BSA 1.061 m²) on BSA dosing, correct throughout",
     "9-year-old, R/R. Cycle 1: 5 µg/m²/day (ordered in ug/m2/d with the mCODE normalizationBasis) then 15.9 µg/day "
     "(15 µg/m²/day) from day 8, dexamethasone 5.3 mg (5 mg/m²) IV 40 min before each start. Cycle 2 at 15.9 µg/day "
-    "as 31.8 µg per 48-h bag with no steroid: pediatric premedication covers the first cycle only.",
+    "as 31.8 µg per 48-h bag with no steroid: pediatric premedication covers the first cycle only. Every 8-h shift "
+    "charts a negative seizure check, a CAPD score (children use CAPD, not ICE) and 'ICANS grade 0'.",
     [
         Call("c1d1-sign", "order-sign", CH_C1 - HOUR, "C1D1: 5 µg/m²/day with dexamethasone 5.3 mg draft",
              child_chart(1), drafts=["c1-order1", "c1-premed-d1-mr"], quiet=True),
@@ -730,6 +794,8 @@ def mrd_chart(cycles: int) -> Callable[[Chart], None]:
             Cycle(2, MRD_C2, [(1, 28, bag_dose_48)], PRED, regimen="mrd-positive", bag_plan=(48,)),
         ][:cycles]
         add_course(chart, ADULT_F, course)
+        for cyc, days in zip(course, (3, 2), strict=False):
+            nursing_checks(chart, f"c{cyc.number}", cyc.start, days)
     return build
 
 
@@ -739,7 +805,9 @@ EX_MRD = Example(
     "64 kg adult, MRD-positive regimen (instantiatesCanonical urn:blina-cds:regimen:mrd-positive): 28 µg/day from "
     "day 1 (no step), ordered as 56 µg per 48-h bag; prednisone 100 mg IV 50 min before each cycle start. A 5-hour "
     "stop on day 6 (line replaced) is restarted with prednisone too; the adult MRD-positive label asks for "
-    "premedication at each cycle start only, so either way no card.",
+    "premedication at each cycle start only, so either way no card. Nursing flowsheets "
+    "chart the negative checks of every inpatient shift (seizure activity 'Not observed', a count of 0, SNOMED "
+    "Absent, ICE 10/10, 'No CRS', a row charted twice): none is an event.",
     [
         Call("c1d1-sign", "order-sign", MRD_C1 - HOUR, "C1D1 at 28 µg/day with a prednisone 100 mg draft",
              mrd_chart(1), drafts=["c1-order1", "c1-premed-d1-mr"], quiet=True),
@@ -762,6 +830,7 @@ def consolidation_adult_chart(chart: Chart) -> None:
         Cycle(1, CONS_C1, [(1, 28, label_48h)], ("dexamethasone", 20.0, 50.0), regimen="consolidation",
               bag_plan=(48,)),
     ])
+    nursing_checks(chart, "c1", CONS_C1, 3)
 
 
 EX_CONS_ADULT = Example(
@@ -769,7 +838,9 @@ EX_CONS_ADULT = Example(
     "Consolidation adult: dexamethasone 20 mg IV 50 min before C1D1",
     "82 kg adult in the consolidation phase (urn:blina-cds:regimen:consolidation), 28 µg/day from day 1 ordered as "
     "the clinical-rules §5.3 48-h bag (56 µg/bag at 5 mL/h plus a rateRatio 28 µg/1 d). Dexamethasone 20 mg IV was "
-    "given 50 min before the planned start (verification §9 item 10a: no card).",
+    "given 50 min before the planned start (verification §9 item 10a: no card). Nursing flowsheets "
+    "chart the negative checks of every inpatient shift (seizure activity 'Not observed', a count of 0, SNOMED "
+    "Absent, ICE 10/10, 'No CRS', a row charted twice): none is an event.",
     [
         Call("c1d1-sign", "order-sign", CONS_C1 - 30 * MIN, "C1D1 signed after dexamethasone given 50 min before start",
              consolidation_adult_chart, drafts=["c1-order1"], quiet=True),
@@ -789,6 +860,8 @@ def consolidation_child_chart(chart: Chart) -> None:
               regimen="consolidation", bsa_based=True),
         Cycle(2, CONS_CH_C2, [(1, 15, per_m2)], None, regimen="consolidation", bsa_based=True),
     ])
+    nursing_checks(chart, "c1", CONS_CH_C1, 3, every_hours=8, child=True)
+    nursing_checks(chart, "c2", CONS_CH_C2, 2, every_hours=8, child=True)
 
 
 EX_CONS_CHILD = Example(
@@ -796,7 +869,8 @@ EX_CONS_CHILD = Example(
     "Consolidation child, cycle 2 day 1 without steroid",
     "12-year-old, 36 kg / 142 cm (BSA 1.19 m²), consolidation regimen at 15 µg/m²/day. Cycle 1 had dexamethasone "
     "6 mg (5 mg/m²); cycle 2 starts with no steroid, which the label's pediatric consolidation premedication "
-    "(first cycle only) allows (verification §9 item 10b: no premedication card).",
+    "(first cycle only) allows (verification §9 item 10b: no premedication card). Every 8-h inpatient shift charts "
+    "a negative seizure check, a CAPD score and 'ICANS grade 0'.",
     [
         Call("c2d1-sign", "order-sign", CONS_CH_C2 - HOUR, "C2D1 with no steroid ordered or given",
              consolidation_child_chart, drafts=["c2-order1"], quiet=True),

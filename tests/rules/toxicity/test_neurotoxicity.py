@@ -31,8 +31,8 @@ def test_neuro_discontinue_lists_each_seizure_with_time_and_sources(kb: Knowledg
                                          value_string="Seizure x1")],
                     [condition("c1", at(2026, 3, 9, 8, 20), code=concept(SEIZURE))])
     assert "2 seizures this course" in text
-    assert "- 2026-03-09 08:00 UTC: Seizure activity — Observation Observation/o1, Condition Condition/c1" in text
-    assert "- 2026-03-09 14:00 UTC: Seizure activity — Observation Observation/o2" in text
+    assert "- 2026-03-09 08:00 UTC: Seizure activity — recorded by Observation/o1, Condition/c1" in text
+    assert "- 2026-03-09 14:00 UTC: Seizure activity — recorded by Observation/o2" in text
     assert "within 60 minutes" in text
 
 

@@ -13,6 +13,7 @@ from service.rules import toxicity as tox_rules
 from service.rules.base import Finding
 from service.timeline.toxicity import build_toxicities
 from tests.builders import BLIN_SCD, at, concept
+from tests.rules.toxicity.support import ids, run
 from tests.threshold_builders import (
     NCIT,
     adverse_event,
@@ -20,23 +21,25 @@ from tests.threshold_builders import (
     infusion,
     restart_position,
     timeline,
+    tox,
     tox_observation,
 )
 
-NOW = at(2026, 3, 20, 9)
-COURSE = at(2026, 2, 20, 8)
+AE_COURSE = at(2026, 2, 20, 8)
+AE_NOW = at(2026, 3, 20, 9)
 
 
 def findings(kb: Knowledge, *, obs: Any = (), ae: Any = (), admins: Any = (), hook: str = "patient-view",
-             now: dt.datetime = NOW, stopped: dt.datetime | None = None) -> list[Finding]:
+             now: dt.datetime = AE_NOW, stopped: dt.datetime | None = None) -> list[Finding]:
     records = build_toxicities(observations=obs, conditions=(), adverse_events=ae, administrations=admins, kb=kb,
                                now=now)
-    infusions = (infusion("MedicationAdministration/i1", COURSE, stopped, 28),)
+    infusions = (infusion("MedicationAdministration/i1", AE_COURSE, stopped, 28),)
     orders, positions = [], {}
     if hook == "order-sign":
         order = draft_order(start=now, ug_per_day=9)
         orders = [order]
-        positions = {order.ref: restart_position(stopped or COURSE, now, course_start=COURSE, reason="adverse-event")}
+        positions = {order.ref: restart_position(stopped or AE_COURSE, now, course_start=AE_COURSE,
+                                                 reason="adverse-event")}
     return list(tox_rules.evaluate(timeline(now, hook=hook, toxicities=records, infusions=infusions, orders=orders,
                                             positions=positions), kb))
 
@@ -116,3 +119,24 @@ def test_causality_unrelated_to_blinatumomab_gives_no_card(kb: Knowledge) -> Non
 def test_an_event_that_may_be_blinatumomab_still_discontinues(kb: Knowledge, suspect: list[dict[str, Any]]) -> None:
     (f,) = findings(kb, ae=[_ae(suspect)], admins=[BLIN_MA])
     assert f.rule_id == "adverse-event-discontinue"
+
+
+def test_other_grade3_interrupts_and_grade4_discontinues_per_event(kb: Knowledge) -> None:
+    findings = run(kb, toxicities=[tox("other", 3, at(2026, 3, 9), label="Pancreatitis"),
+                                   tox("other", 4, at(2026, 3, 9), label="Tumor lysis syndrome")])
+    assert sorted(ids(findings)) == [("adverse-event-discontinue", "critical"), ("adverse-event-interrupt", "critical")]
+    by_rule = {f.rule_id: f for f in findings}
+    assert by_rule["adverse-event-interrupt"].facts["label"] == "Pancreatitis"
+    assert by_rule["adverse-event-discontinue"].facts["reasons"] == ["grade-4"]
+
+
+def test_other_grade3_resolution_window_is_14_days(kb: Knowledge) -> None:
+    slow = run(kb, toxicities=[tox("other", 3, at(2026, 3, 1, 8), label="Pancreatitis"),
+                               tox("other", 1, at(2026, 3, 9), label="Pancreatitis")], infusions=(
+        infusion("MedicationAdministration/i0", at(2026, 2, 10), at(2026, 3, 1, 8)),))
+    assert ids(slow) == []  # 7.7 days: resolved within 14
+    late = run(kb, toxicities=[tox("other", 3, at(2026, 2, 20), label="Pancreatitis"),
+                               tox("other", 1, at(2026, 3, 7), label="Pancreatitis")], infusions=(
+        infusion("MedicationAdministration/i0", at(2026, 2, 10), at(2026, 2, 20)),))
+    assert ids(late) == [("adverse-event-discontinue", "critical")]
+    assert late[0].facts["reasons"] == ["grade-3-slow-resolution"] and late[0].facts["days"] == 15.0

@@ -11,11 +11,8 @@ from service.rules import toxicity as tox_rules
 from service.rules.base import Finding
 from service.timeline.toxicity import build_toxicities
 from tests.builders import at, concept
-from tests.threshold_builders import SEIZURE, adverse_event, condition, infusion, timeline, tox_observation
-
-NOW = at(2026, 3, 10, 9)
-COURSE = at(2026, 3, 1, 8)
-RUNNING = (infusion("MedicationAdministration/i1", COURSE, None, 28),)
+from tests.rules.toxicity.support import NOW, RUNNING
+from tests.threshold_builders import SEIZURE, adverse_event, condition, timeline, tox_observation
 
 
 def findings(kb: Knowledge, *, obs: Any = (), cond: Any = (), ae: Any = (), now: dt.datetime = NOW) -> list[Finding]:

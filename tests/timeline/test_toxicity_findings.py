@@ -122,6 +122,8 @@ PHRASINGS: list[tuple[str, dict[str, Any], Expected]] = [
      ("other", 0, True, 1)),
     ("pain score 4 is not a grade", obs("Pain score (0-10)", valueInteger=4), None),
     ("diarrhea '3' does not say grade", obs("Diarrhea episodes", valueString="3"), None),
+    ("motor strength grade is not an adverse event", obs("Motor strength grade (RUE)", valueInteger=4), None),
+    ("histologic grade is not an adverse event", obs("Histologic grade", valueString="Grade 3"), None),
     ("heart rate is not a grade", obs("Heart rate", valueQuantity={"value": 3, "unit": "/min"}), None),
 ]
 

@@ -199,3 +199,21 @@ def test_overdose_on_an_administration_naming_its_medication_by_reference(kb: Kn
         ("overdose", "MedicationAdministration/ma1", "Pump programming error - overdose"),
         ("overdose", "MedicationAdministration/ma2", "Pump programming error - overdose"),
     ]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("{ min = 7, max = 9, grade = 1 }", "{ min = 7, max = 8, grade = 1 }",
+     r"ice_score.*score 9 must fall in exactly one band"),
+    ("value_pattern = '(?P<score>", "value_pattern = '(?P<points>", r"ice_score.value_pattern: needs a named group"),
+    ("same_event_window_minutes = 60", "same_event_window_minutes = 0", r"episodes.same_event_window_minutes"),
+    ('{ system = "v3_interpretation", code = "N"', '{ system = "v3", code = "N"',
+     r"findings.normal_interpretations: unknown code system key 'v3'"),
+])
+def test_bad_findings_knowledge_stops_start_up(tmp_path: Path, old: str, new: str, message: str) -> None:
+    shutil.copytree(DEFAULT_KNOWLEDGE_DIR, tmp_path / "kb")
+    path = tmp_path / "kb" / "toxicity.toml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=message):
+        load_knowledge(tmp_path / "kb")

@@ -130,7 +130,7 @@ class CourseBuilder:
     def _toxicity_reason(self, since: dt.datetime, until: dt.datetime) -> Reason | None:
         """An interruption with no stated reason, during which a toxicity was recorded, was for that toxicity."""
         for t in self.toxicities:
-            if not since <= t.at <= until:
+            if not since <= t.at <= until or t.absent:  # "Seizure activity: Not observed" is no reason
                 continue
             if t.kind in ("overdose", "flush"):
                 return t.kind

@@ -217,3 +217,22 @@ def test_bad_findings_knowledge_stops_start_up(tmp_path: Path, old: str, new: st
     path.write_text(text.replace(old, new), encoding="utf-8")
     with pytest.raises(KnowledgeError, match=message):
         load_knowledge(tmp_path / "kb")
+
+
+def test_a_negative_check_during_an_unexplained_stop_is_not_its_reason(kb: Knowledge) -> None:
+    """A bag hung late with "Seizure activity: Not observed" charted in the gap is not an adverse-event interruption
+    (which would call for the 9 µg/day restart dose); a real seizure in the gap is."""
+    from tests.med_helpers import make_timeline
+
+    def reason(value: str) -> str | None:
+        resources = [blin_infusion("ma1", at(2026, 3, 1, 8), at(2026, 3, 5, 8)),
+                     blin_infusion("ma2", at(2026, 3, 5, 13), None),
+                     tox_observation("o1", at(2026, 3, 5, 10), code=concept(text="Seizure activity"),
+                                     value_string=value)]
+        tl = make_timeline(kb, now=at(2026, 3, 6, 9), hook="patient-view", resources=resources)
+        interruption = tl.positions["current"].interruption
+        assert interruption is not None
+        return interruption.reason
+
+    assert reason("Not observed") is None
+    assert reason("Generalized seizure x1") == "adverse-event"

@@ -78,7 +78,7 @@ class ConceptMatcher:
             if g.grade is not None:
                 grade_of.setdefault((g.system, g.code), g.grade)
         return cls(
-            text=_compiled(concept.text_patterns), exclude=_compiled(concept.exclude_text_patterns),
+            text=_any_of(concept.text_patterns), exclude=_any_of(concept.exclude_text_patterns),
             coded=frozenset((c.system, c.code)
                             for c in (*concept.codings, *concept.site_codings, *concept.graded_codings)),
             grade_of=grade_of,
@@ -87,6 +87,12 @@ class ConceptMatcher:
 
 def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+
+
+def _any_of(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    """A list matched as "any of these": one alternation, compiled case-insensitive (one search per text, not one per
+    pattern: these run for every text of every resource). Empty list: no pattern."""
+    return (re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE),) if patterns else ()
 
 
 class OtherEvents(Provenance):
@@ -303,17 +309,17 @@ class Toxicity(Strict):
                 raise ValueError(f"seizure_counts.text_patterns: {p!r} needs a named group (?P<count>...)")
         object.__setattr__(self, "matchers", {name: ConceptMatcher.of(c) for name, c in self.concepts.items()})
         object.__setattr__(self, "grade_text_re", re.compile(self.grades.text_pattern))
-        object.__setattr__(self, "absent_res", _compiled(self.findings.absent_text_patterns))
-        object.__setattr__(self, "resolved_res", _compiled(self.findings.resolved_text_patterns))
-        object.__setattr__(self, "not_assessed_res", _compiled(self.findings.not_assessed_text_patterns))
-        object.__setattr__(self, "ice_res", _compiled(self.ice_score.text_patterns))
+        object.__setattr__(self, "absent_res", _any_of(self.findings.absent_text_patterns))
+        object.__setattr__(self, "resolved_res", _any_of(self.findings.resolved_text_patterns))
+        object.__setattr__(self, "not_assessed_res", _any_of(self.findings.not_assessed_text_patterns))
+        object.__setattr__(self, "ice_res", _any_of(self.ice_score.text_patterns))
         object.__setattr__(self, "ice_value_re", re.compile(self.ice_score.value_pattern, re.IGNORECASE))
-        object.__setattr__(self, "grading_system_res", _compiled(self.graded_observations.grading_system_patterns))
-        object.__setattr__(self, "says_grade_res", _compiled(self.graded_observations.says_grade_patterns))
+        object.__setattr__(self, "grading_system_res", _any_of(self.graded_observations.grading_system_patterns))
+        object.__setattr__(self, "says_grade_res", _any_of(self.graded_observations.says_grade_patterns))
         object.__setattr__(self, "name_noise_res", _compiled(self.graded_observations.name_noise_patterns))
         object.__setattr__(self, "seizure_count_res", _compiled(self.seizure_counts.text_patterns))
-        object.__setattr__(self, "unrelated_res", _compiled(self.attribution.unrelated_text_patterns))
-        object.__setattr__(self, "other_exclude_res", _compiled(self.other_events.exclude_text_patterns))
+        object.__setattr__(self, "unrelated_res", _any_of(self.attribution.unrelated_text_patterns))
+        object.__setattr__(self, "other_exclude_res", _any_of(self.other_events.exclude_text_patterns))
         object.__setattr__(self, "grade_of_code", {(c.system, c.code): c.grade for c in self.grades.codings})
         return self
 

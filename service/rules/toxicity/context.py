@@ -75,8 +75,8 @@ class Context:
             days=kb.toxicity.scope.unanchored_lookback_days)
         records = _retimed(tuple(r for r in timeline.toxicities if since <= r.at <= timeline.now))
         policies = kb.toxicity.policies
-        by_family = {f: _episodes(records, f, getattr(policies, f)) for f in FAMILIES}
         window = dt.timedelta(minutes=kb.toxicity.episodes.same_event_window_minutes)
+        by_family = {f: _episodes(records, f, getattr(policies, f), window) for f in FAMILIES}
         seizures = _seizure_episodes(records, window) if start is not None else ()
         return cls(timeline, kb, start, records, by_family, seizures)
 
@@ -122,8 +122,14 @@ def _retimed(records: Sequence[ToxicityRecord]) -> tuple[ToxicityRecord, ...]:
     return tuple(sorted(out, key=lambda r: (r.at, r.absent, r.ref)))
 
 
-def _episodes(records: Sequence[ToxicityRecord], family: Family, policy: Policy) -> tuple[Episode, ...]:
-    """The episodes of one family in ``records``, oldest first."""
+def _episodes(records: Sequence[ToxicityRecord], family: Family, policy: Policy,
+              window: dt.timedelta) -> tuple[Episode, ...]:
+    """The episodes of one family in ``records``, oldest first.
+
+    A record at the interrupt grade charted within ``window`` of the onset of the episode just closed, and no worse
+    than its peak, is that episode charted again (a diagnosis entered after the flowsheet already showed
+    resolution), not a new one.
+    """
     groups: dict[str, list[ToxicityRecord]] = {}
     for r in records:
         if r.kind == family and r.grade is not None:
@@ -131,12 +137,17 @@ def _episodes(records: Sequence[ToxicityRecord], family: Family, policy: Policy)
     episodes: list[Episode] = []
     for key, recs in groups.items():
         current: list[ToxicityRecord] = []  # the open episode's records
+        closed: Episode | None = None
         for r in recs:
+            if (not current and closed is not None and r.at - closed.onset.at <= window
+                    and grade_of(r) <= grade_of(closed.peak)):
+                continue
             if grade_of(r) >= policy.interrupt_grade or (current and not r.absent
                                                         and grade_of(r) > policy.resolved_max_grade):
                 current.append(r)
             elif grade_of(r) <= policy.resolved_max_grade and current:
-                episodes.append(_episode(family, key, current, r.at))
+                closed = _episode(family, key, current, r.at)
+                episodes.append(closed)
                 current = []
         if current:
             episodes.append(_episode(family, key, current, None))

@@ -95,3 +95,16 @@ def test_crs_grade_charted_by_two_sources_gives_one_card(kb: Knowledge) -> None:
                     cond=[condition("c1", at(2026, 3, 9, 10, 25),
                                     code=concept({"system": ICD10CM, "code": "D89.833"}))])
     assert (f.rule_id, f.facts["grade"], f.facts["onset"]) == ("crs-interrupt", 3, "2026-03-09 10:00 UTC")
+
+
+def test_a_diagnosis_charted_after_the_flowsheet_showed_resolution_is_the_same_episode(kb: Knowledge) -> None:
+    """Flowsheet CRS grade 3 at 10:00, 'Resolved' at 10:40 after tocilizumab; the physician's D89.833 diagnosis with
+    onset 10:50 (entered at noon) is the same CRS, not a new unresolved one. A grade 3 two hours later is new."""
+    from tests.threshold_builders import ICD10CM
+
+    rows = [tox_observation("g3", at(2026, 3, 9, 10), code=concept(text="CRS grade"), value_integer=3),
+            tox_observation("res", at(2026, 3, 9, 10, 40), code=concept(text="CRS"), value_string="Resolved")]
+    dx = condition("dx", at(2026, 3, 9, 10, 50), code=concept({"system": ICD10CM, "code": "D89.833"}))
+    assert findings(kb, obs=rows, cond=[dx]) == []
+    again = tox_observation("g3b", at(2026, 3, 9, 12, 30), code=concept(text="CRS grade"), value_integer=3)
+    assert [f.rule_id for f in findings(kb, obs=[*rows, again], cond=[dx])] == ["crs-interrupt"]

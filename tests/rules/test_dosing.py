@@ -180,7 +180,7 @@ def test_rate_without_concentration_and_date_only_start(kb: Knowledge) -> None:
     findings = run(kb, now=NOW, drafts=[blin_order("o", 10, unit="mL/h", start="2026-03-03"), steroid_order("dx")],
                    resources=adult())
     assert dosing(findings) == [("dose-unverifiable", "warning")]
-    assert one(findings, "dose-unverifiable").facts["problems"] == ["rate-without-concentration", "date-only"]
+    assert one(findings, "dose-unverifiable").facts["problems"] == ["rate-without-concentration", "order-date-only"]
 
 
 def ae_history() -> list[dict[str, Any]]:
@@ -228,12 +228,14 @@ def test_re_escalation_before_7_days_is_a_warning(kb: Knowledge, days: int, expe
     assert dosing(findings) == expected
     if expected:
         f = one(findings, "dose-schedule")
-        assert f.facts["early_escalation"] and f.facts["event"] == "re-escalation"
+        assert f.facts["early_escalation"] and f.facts["event"] == "dose-change"
 
 
 def test_mrd_positive_has_no_step_28_on_day_3_is_quiet(kb: Knowledge) -> None:
-    order = blin_order("o", 28, instantiates=["urn:blina-cds:regimen:mrd-positive"])
-    findings = order_on_day3(kb, order, *adult())
+    mrd = ["urn:blina-cds:regimen:mrd-positive"]
+    history = [blin_infusion("a", C1, None, ug_per_day=28), steroid_given("d", C1 - dt.timedelta(minutes=30))]
+    findings = run(kb, now=NOW, drafts=[blin_order("o", 28, instantiates=mrd), steroid_order("dx")],
+                   resources=[*history, *adult()])
     assert dosing(findings) == []
 
 

@@ -115,6 +115,10 @@ def _medication_knowledge(directory: Path, codes: Codes) -> dict[str, Any]:
         if r.agent not in codes.concepts or not codes.concepts[r.agent].codings:
             raise KnowledgeError(f"agent '{r.agent}' is not a coded concept in codes.toml", file="premedication.toml",
                                  key=f"requirements.{i}.agent")
+        if r.suggest_agent is not None and (r.suggest_agent not in codes.concepts
+                                            or not codes.concepts[r.suggest_agent].codings):
+            raise KnowledgeError(f"agent '{r.suggest_agent}' is not a coded concept in codes.toml",
+                                 file="premedication.toml", key=f"requirements.{i}.suggest_agent")
     for name in premed.label_equivalence.regimens:
         if name not in regimens.regimens:
             raise KnowledgeError(f"unknown regimen '{name}'", file="premedication.toml",

@@ -125,9 +125,10 @@ class CourseBuilder:
         """What a dose change without an interruption is.
 
         An increase is a ``step`` only on the regimen's step cycle from its step day on (R/R C1D8; a late step is
-        still the step), a ``re-escalation`` only once the hold after an adverse-event restart has passed (7 days);
-        any other increase is a ``dose-change`` (a dose problem, never a premedication trigger). No increase:
-        ``continuation``. With a dose unknown on either side the calendar decides (the step day is a step).
+        still the step) and only from the pre-step dose (≤ its cap); a ``re-escalation`` only once the hold after
+        an adverse-event restart has passed (7 days); any other increase is a ``dose-change`` (a dose problem,
+        never a premedication trigger). No increase: ``continuation``. With a dose unknown on either side the
+        calendar decides (the step day is a step).
         """
         before = prev.ug_per_day
         day = day_of(seg.start, seg.cycle_start, seg.lost_days)
@@ -138,7 +139,10 @@ class CourseBuilder:
                 return "re-escalation" if seg.start - seg.ae_restart_at >= self.escalation_hold else "dose-change"
             step_day = self.spec.step_day
             if self.spec.step_cycle == seg.cycle and step_day is not None and day >= step_day:
-                return "step"
+                # The step leaves the pre-step dose (R/R: ≤ 9 µg/day); a second increase after it is no step.
+                pre = self.spec.row(seg.cycle, step_day - 1)
+                if pre is None or round(before, self.decimals) <= pre.cap_ug_per_day:
+                    return "step"
             return "dose-change"
         return "step" if self.spec.is_step(seg.cycle, day) else "continuation"
 

@@ -220,19 +220,30 @@ def daily_dose(
     if volume_rate is not None:
         value, parsed, display = volume_rate
         if concentration_ug_per_ml is None:
+            # The MAR line often says the dose beside the pump rate ("28 mcg/24 hr at 10 mL/hr"): use it, never
+            # a dose estimated from the rate or the bag volume.
+            stated = _text_dose(text, kb=kb, body=body)
+            if stated is not None:
+                return stated
             return DailyDose(None, "rateQuantity/volume", display, problem="rate-without-concentration")
         ug = value * parsed.per_day * concentration_ug_per_ml
         return DailyDose(ug, "rateQuantity/volume", display)
 
-    if text:
-        found = kb.dosing.dose_text.find(text)
-        parsed = parse_rate_unit(found.unit, kb) if found else None
-        if found is not None and parsed is not None and parsed.mass is not None:
-            return _mass_rate(found.value, parsed, display=text[found.span[0]:found.span[1]], basis="text", kb=kb,
-                              body=body)
+    stated = _text_dose(text, kb=kb, body=body)
+    if stated is not None:
+        return stated
     if unconvertible:
         return DailyDose(None, "unconvertible", unconvertible, problem="unit-not-convertible")
     return DailyDose(None, "none", text or "", problem="no-dose")
+
+
+def _text_dose(text: str | None, *, kb: Knowledge, body: BodyBasis) -> DailyDose | None:
+    """A dose per time written in text (``dosing.toml [dose_text]``), or ``None``."""
+    found = kb.dosing.dose_text.find(text) if text else None
+    parsed = parse_rate_unit(found.unit, kb) if found else None
+    if text is None or found is None or parsed is None or parsed.mass is None:
+        return None
+    return _mass_rate(found.value, parsed, display=text[found.span[0]:found.span[1]], basis="text", kb=kb, body=body)
 
 
 def _mass_rate(

@@ -100,3 +100,21 @@ def test_serve_refuses_to_start_on_bad_knowledge(tmp_path: Path, monkeypatch: py
     finally:
         get_settings.cache_clear()
     assert "labs.toml" in capsys.readouterr().err
+
+
+def test_a_suggested_premedication_below_the_requirement_stops_start_up(tmp_path: Path) -> None:
+    directory = copy_knowledge(tmp_path)
+    path = directory / "premedication.toml"
+    path.write_text(path.read_text().replace("suggest_dose_mg = 16", "suggest_dose_mg = 12"))
+    with pytest.raises(KnowledgeError, match="suggests 12.0 mg dexamethasone") as err:
+        load_knowledge(directory)
+    assert err.value.file == "premedication.toml"
+
+
+def test_a_bad_dose_text_pattern_stops_start_up(tmp_path: Path) -> None:
+    directory = copy_knowledge(tmp_path)
+    path = directory / "dosing.toml"
+    path.write_text(path.read_text().replace("daily = ['daily']", "daily = ['dai(ly']"))
+    with pytest.raises(KnowledgeError, match="bad pattern") as err:
+        load_knowledge(directory)
+    assert (err.value.file, err.value.key) == ("dosing.toml", "dose_text.daily")

@@ -24,6 +24,7 @@ from service.timeline.dose import (
     quantity_unit,
     referenced_medication,
     steroid_agent,
+    text_dose,
 )
 from service.timeline.model import BodySize, InfusionPeriod, SteroidEvent
 from service.timeline.orders import first_dosage
@@ -77,6 +78,12 @@ def build_infusions(
             concentration_ug_per_ml=concentration_ug_per_ml(referenced_medication(ma, medications), kb),
             period_hours=hours,
         )
+        if dose.problem == "rate-without-concentration":
+            # The MAR line often states the dose beside the pump rate ("28 mcg/24 hr at 10 mL/hr"): what the nurse
+            # charted as infused. Never a dose estimated from the rate or the bag volume. (An order's text is not
+            # read this way: an mL/h order must state its µg/day.)
+            dose = text_dose(dosage.get("text") if isinstance(dosage.get("text"), str) else None, kb=kb,
+                             body=basis) or dose
         out.append(InfusionPeriod(
             ref=relative_ref(ma),
             start=start,

@@ -220,16 +220,11 @@ def daily_dose(
     if volume_rate is not None:
         value, parsed, display = volume_rate
         if concentration_ug_per_ml is None:
-            # The MAR line often says the dose beside the pump rate ("28 mcg/24 hr at 10 mL/hr"): use it, never
-            # a dose estimated from the rate or the bag volume.
-            stated = _text_dose(text, kb=kb, body=body)
-            if stated is not None:
-                return stated
             return DailyDose(None, "rateQuantity/volume", display, problem="rate-without-concentration")
         ug = value * parsed.per_day * concentration_ug_per_ml
         return DailyDose(ug, "rateQuantity/volume", display)
 
-    stated = _text_dose(text, kb=kb, body=body)
+    stated = text_dose(text, kb=kb, body=body)
     if stated is not None:
         return stated
     if unconvertible:
@@ -237,7 +232,7 @@ def daily_dose(
     return DailyDose(None, "none", text or "", problem="no-dose")
 
 
-def _text_dose(text: str | None, *, kb: Knowledge, body: BodyBasis) -> DailyDose | None:
+def text_dose(text: str | None, *, kb: Knowledge, body: BodyBasis) -> DailyDose | None:
     """A dose per time written in text (``dosing.toml [dose_text]``), or ``None``."""
     found = kb.dosing.dose_text.find(text) if text else None
     parsed = parse_rate_unit(found.unit, kb) if found else None

@@ -421,3 +421,20 @@ def test_matching_order_text_and_history_give_no_mismatch(kb: Knowledge) -> None
                    drafts=[blin_order("o", 28, start=start, text="Cycle 1 Day 8"), steroid_order("dx")],
                    resources=running_course(blin_infusion("a", C1, None, ug_per_day=9)))
     assert dosing(findings) == []
+
+
+def test_sandbox_shaped_blinatumomab_draft_lists_every_skipped_check(kb: Knowledge) -> None:
+    """The CDS Hooks Sandbox sends date-only times, ``{pill}`` with no unit, ``category`` as one object and the id
+    ``request-123``: nothing is guessed, and the card lists each skipped check with what to record."""
+    draft = medication_request("request-123", start="2026-03-03", authored_on="2026-03-03",
+                               dose_and_rate=[{"doseQuantity": {"value": 5, "system": "http://unitsofmeasure.org",
+                                                                "code": "{pill}"}}])
+    draft["category"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category",
+                                     "code": "community"}]}
+    findings = run(kb, now=NOW, drafts=[draft, steroid_order("dx")], resources=adult())
+    assert dosing(findings) == [("dose-unverifiable", "warning")]
+    f = one(findings, "dose-unverifiable")
+    assert f.facts["problems"] == ["unit-not-convertible", "order-date-only"]
+    detail = renderer().render(f).detail or ""
+    assert "skipped every dose check of this order. Record the dose in µg/day" in detail
+    assert "skipped the cycle day, premedication window and treatment-free interval checks of this order" in detail

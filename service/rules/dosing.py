@@ -28,6 +28,7 @@ from service.rules.medication import (
     Dosed,
     Expected,
     administration_facts,
+    age_group,
     bsa_dose,
     context_facts,
     day,
@@ -39,6 +40,7 @@ from service.rules.medication import (
     spec_of,
     weight_band,
 )
+from service.rules.premedication import required_for
 from service.rules.suggestions import update_dose
 from service.timeline.model import BlinOrder, CoursePosition, SteroidEvent, Timeline
 
@@ -83,7 +85,8 @@ def dose_unverifiable(
     """When the weight is missing, stale, unit-less or two weights a day apart straddle 45 kg; a < 45 kg
     patient has no height and no BSA; the order's rate has no concentration, an unconvertible unit (``{pill}``)
     or no dose at all; the order's start or a time of the history is a bare date; the running infusion's rate
-    cannot be turned into µg/day; or a steroid for this start is charted with a date only or a non-mass unit,
+    cannot be turned into µg/day; or a steroid for a start that needs premedication is charted with a date only
+    or a non-mass unit,
     Then one warning lists every check that was skipped and what to record to enable it (never assume the adult
     band, never guess a dose or a time).
     """
@@ -107,7 +110,8 @@ def dose_unverifiable(
     for subject, _ in running:
         if subject.dose.problem and f"infusion-{subject.dose.problem}" not in problems:
             problems.append(f"infusion-{subject.dose.problem}")
-    steroids = _steroids_for(timeline, kb, position)
+    requirement = kb.premedication.requirement(timeline.regimen.id, age_group(timeline, kb))
+    steroids = _steroids_for(timeline, kb, position) if required_for(position, requirement) else []
     unit_refs = [e for e in steroids if e.dose_mg is None and e.dose_unit is not None]
     dated = [e for e in steroids if e.date_only]
     if unit_refs:

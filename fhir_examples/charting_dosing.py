@@ -281,16 +281,22 @@ EX_QUIET = Example(
     "mL/hr with the dose stated in its text, and steroids by brand name (Decadron) ordered with timing.event 1 h "
     "before: no warning or critical card at any call.",
     [
+        # Epic MAR 'Rate Verify' action charted at 07:00 and 19:00 each shift as point MedicationAdministrations.
         Call("rate-verify-view", "patient-view", RR_C1 + 5 * DAY + 9 * HOUR, "Rate Verify each shift (Epic)",
              c1_rate_verified, expect=["therapy-status"], quiet=True),
+        # Oracle Health-style MAR line: rate 10 mL/hr (unit 'mL/hr', code mL/h), the dose stated in the line's text.
         Call("ml-with-text-view", "patient-view", RR_C1 + 3 * DAY, "10 mL/hr with '9 mcg/24 hr' in the MAR text",
              c1_text_rate, expect=["therapy-status"], quiet=True),
+        # Epic-style bag charted only as 10 mL/hr (no concentration anywhere): named on therapy-status, not guessed.
         Call("ml-only-view", "patient-view", RR_C1 + 3 * DAY, "10 mL/hr with no concentration: named, not guessed",
              c1_ml_only, expect=["therapy-status"], quiet=True),
+        # A 48-h bag hung 2 h 50 min late at the bag change: a gap, not a restart (< 4 h).
         Call("bag-change-view", "patient-view", RR_C1 + 3 * DAY, "Bag hung 2 h 50 min late", c1_bag_change_gap,
              expect=["therapy-status"], quiet=True),
+        # A wrong-rate entry re-versioned as entered-in-error (Epic 'Canceled Entry') next to its corrected twin.
         Call("eie-view", "patient-view", RR_C1 + 3 * DAY, "Wrong entry marked entered-in-error",
              c1_entered_in_error, expect=["therapy-status"], quiet=True),
+        # Order set: BLINCYTO 9 mcg/24 hr with Decadron 20 mg IV, timing.event 1 h before (brand name in text).
         Call("decadron-d1-sign", "order-sign", RR_C1 - 2 * HOUR, "C1D1 with Decadron 20 mg timed 1 h before",
              both(patient_of(ADULT), lambda ch: (
                  blin_draft(ch, "c1-order", RR_C1, dosage={"doseAndRate": [{"rateQuantity": ug_d(9)}]},
@@ -301,6 +307,7 @@ EX_QUIET = Example(
                  ch.weight("wt", RR_C1 - 3 * HOUR, ADULT.weight_kg), ch.height("ht", RR_C1 - 3 * HOUR,
                                                                                ADULT.height_cm))),
              drafts=["c1-order", "decadron"], quiet=True),
+        # Decadron by brand name ordered and given (MAR) 40 min before day 1 and the day-8 step; BLINCYTO as text.
         Call("decadron-d8-view", "patient-view", RR_C1 + 8 * DAY, "Step given with Decadron by brand name",
              brand_named_course, expect=["therapy-status"], quiet=True),
     ],
@@ -491,12 +498,15 @@ EX_STATUS = Example(
     "counts its days. Child 30 kg (BSA 1.061 m²) in cycle 2: a pump at 15.9 mcg/24 hr is correct; at the adult "
     "28 mcg/24 hr it is 176 % of the BSA dose (dose-weight-band, critical).",
     [
+        # Chart opened in the treatment-free interval: status names it and counts its days (6 of 14).
         Call("tfi-day6-view", "patient-view", C1_END + 6 * DAY, "Six days into the 14-day interval",
              lambda ch: (patient_of(ADULT)(ch), add_course(ch, ADULT, [rr_c1(RR_C1, gaps=[(11 * 24, 150, "completed",
                                                                                           "")])])),
              expect=["therapy-status"], quiet=True),
+        # Child on BSA dosing, cycle 2 pump charted 'mcg/24 hr' at the BSA dose (15 mcg/m²/day × 1.061 m²).
         Call("child-ok-view", "patient-view", at(2026, 3, 18, 12), "Child pump at 15.9 mcg/24 hr",
              child_pump(15.9), expect=["therapy-status"], quiet=True),
+        # Child's cycle 2 pump programmed at the adult fixed 28 mcg/24 hr (wrong weight band).
         Call("child-28-view", "patient-view", at(2026, 3, 18, 12), "Child pump at the adult 28",
              child_pump(28), expect=["dose-weight-band", "therapy-status"]),
     ],
@@ -532,10 +542,13 @@ EX_AE_PUMP = Example(
     "with dexamethasone. Escalation to 28 after 7 days (with dexamethasone) is the label's re-escalation; after 3 "
     "days it is an early escalation: a dose-schedule warning, and never a premedication card for a 'step'.",
     [
+        # Pump restarted at 9 mcg/24 hr after 'Paused - adverse reaction (CRS)', with Decadron 45 min before.
         Call("restart-9-view", "patient-view", AE_RESTART + 2 * DAY, "Running at 9 two days after the restart",
              ae_restart(None), expect=["therapy-status"], quiet=True),
+        # Pump turned up to 28 mcg/24 hr 7 days after the restart, Decadron 40 min before (the label's re-escalation).
         Call("escalated-day7-view", "patient-view", AE_RESTART + 7 * DAY + 3 * HOUR, "Escalated after 7 days",
              ae_restart(7 * DAY), expect=["therapy-status"], quiet=True),
+        # Pump turned up to 28 mcg/24 hr only 3 days after the restart: early escalation (dose card, no 'step').
         Call("escalated-day3-view", "patient-view", AE_RESTART + 3 * DAY + 3 * HOUR, "Escalated after 3 days",
              ae_restart(3 * DAY), expect=["dose-schedule", "therapy-status"]),
     ],

@@ -183,10 +183,12 @@ class CourseBuilder:
         if order.explicit_cycle is None or order.explicit_day is None:
             return position
         if prev is None:
-            # Nothing on record to derive from: the text is all there is (no "history suggests cycle 1").
-            return replace(position, cycle=order.explicit_cycle, day=order.explicit_day, source="order-text",
-                           event="cycle-start" if order.explicit_day == 1 else position.event,
-                           previous_cycle=None)
+            # Nothing on record to derive from: the text is all there is (no "history suggests cycle 1"). Its day 1
+            # is a cycle start, its step day the step (earlier days may have been given elsewhere).
+            cycle, day = order.explicit_cycle, order.explicit_day
+            first: Event = ("cycle-start" if day == 1 else "step" if self.spec.is_step(cycle, day)
+                            else "continuation")
+            return replace(position, cycle=cycle, day=day, source="order-text", event=first, previous_cycle=None)
         cycle, day = order.explicit_cycle, order.explicit_day
         event: Event = seg.event
         if day == 1:

@@ -103,9 +103,11 @@ def test_a_rate_increase_in_cycle_1_is_a_step_only_from_day_8(kb: Knowledge, day
     assert timeline.positions[CURRENT].event == ("cycle-start" if event == "dose-change" else "step")
 
 
-def test_text_without_history_is_not_compared_with_a_default(kb: Knowledge) -> None:
-    p = position(kb, blin_order("o", 28, text="Cycle 2 Day 1"), now=at(2026, 3, 21, 10))
-    assert (p.cycle, p.day, p.source, p.event) == (2, 1, "order-text", "cycle-start")
+@pytest.mark.parametrize(("text", "event"), [("Cycle 2 Day 1", "cycle-start"), ("Cycle 1 Day 8", "step"),
+                                            ("Cycle 1 Day 12", "continuation")])
+def test_text_without_history_is_not_compared_with_a_default(kb: Knowledge, text: str, event: str) -> None:
+    p = position(kb, blin_order("o", 28, text=text), now=at(2026, 3, 21, 10))
+    assert (p.source, p.event) == ("order-text", event)
     assert (p.derived_cycle, p.derived_day, p.previous_cycle) == (None, None, None)
 
 

@@ -160,12 +160,12 @@ def both(*fns: Callable[[Chart], None]) -> Callable[[Chart], None]:
 C1D3 = RR_C1 + 2 * DAY
 
 
-def c1_until(hours: float) -> Callable[[Chart], None]:
+def c1_until(hours: float, *, premed_step: bool = False) -> Callable[[Chart], None]:
     """The adult's cycle 1 (dexamethasone before the start) with the bag chain ending ``hours`` in."""
     def build(chart: Chart) -> None:
         patient_of(ADULT)(chart)
         add_course(chart, ADULT, [rr_c1(RR_C1, cut_after_hours=hours, cut_status="completed",
-                                        premed_step=False)])
+                                        premed_step=premed_step)])
     return build
 
 
@@ -262,6 +262,28 @@ def c1_entered_in_error(chart: Chart) -> None:
     mar(chart, "right-entry", RR_C1 + 48 * HOUR + 5 * MIN, None, rate=ug_d(9), text="New bag 9 mcg/24 hr")
 
 
+PAUSE_AT = 9 * 24 + 16  # infusion hours: cycle 1 day 10 at 01:00, on 28 µg/day
+
+
+def c1_paused(hours: float) -> Callable[[Chart], None]:
+    """Epic "Paused" (on-hold record, rate 0 mL/hr, reason in text) then "Restarted" at the running rate; a pause of
+    4 h or more gets dexamethasone 30 min before the restart."""
+    def build(chart: Chart) -> None:
+        c1_until(PAUSE_AT, premed_step=True)(chart)
+        pause = RR_C1 + PAUSE_AT * HOUR
+        resume = pause + hours * HOUR
+        mar(chart, "paused", pause, None, status="on-hold", rate={"value": 0, "unit": "mL/hr", "system": UCUM,
+                                                                   "code": "mL/h"},
+            text="Paused - patient to CT")
+        chart.entries[-1].resource["statusReason"] = [{"text": "Paused: patient off unit for CT"}]
+        chart.entries[-1].end = pause  # the snapshot must keep it on-hold, not make it a running bag
+        chart.entries[-1].stop_status = "on-hold"
+        if hours >= 4:
+            steroid_mar(chart, "restart-dex", resume - 30 * MIN, concept=DECADRON, mg=20)
+        mar(chart, "restarted", resume, None, rate=ug_d(28), text="Restarted 28 mcg/24 hr")
+    return build
+
+
 def brand_named_course(chart: Chart) -> None:
     """Cycle 1 with every steroid charted by brand (Decadron) and the drug as 'BLINCYTO' text beside the code."""
     patient_of(ADULT)(chart)
@@ -307,6 +329,12 @@ EX_QUIET = Example(
                  ch.weight("wt", RR_C1 - 3 * HOUR, ADULT.weight_kg), ch.height("ht", RR_C1 - 3 * HOUR,
                                                                                ADULT.height_cm))),
              drafts=["c1-order", "decadron"], quiet=True),
+        # Epic "Paused" (on-hold, rate 0 mL/hr) for 2 h, then "Restarted" at 28: no restart, no step, no dose card.
+        Call("paused-2h-view", "patient-view", RR_C1 + (PAUSE_AT + 6) * HOUR, "Paused 2 h for CT, restarted",
+             c1_paused(2), expect=["therapy-status"], quiet=True),
+        # The same pause for 5 h, restarted with Decadron 30 min before (the label's ≥ 4 h restart).
+        Call("paused-5h-view", "patient-view", RR_C1 + (PAUSE_AT + 9) * HOUR, "Paused 5 h, restarted with Decadron",
+             c1_paused(5), expect=["therapy-status"], quiet=True),
         # Decadron by brand name ordered and given (MAR) 40 min before day 1 and the day-8 step; BLINCYTO as text.
         Call("decadron-d8-view", "patient-view", RR_C1 + 8 * DAY, "Step given with Decadron by brand name",
              brand_named_course, expect=["therapy-status"], quiet=True),

@@ -167,13 +167,15 @@ def infusion_targets(timeline: Timeline, kb: Knowledge) -> list[tuple[Dosed, Cou
     """The administrations the dose rules check, newest first, with their positions at their start.
 
     One stopped for an overdose or a flushed line is left out: it was stopped for that very reason, and the
-    restart rules speak to it.
+    restart rules speak to it. A pause record (``on-hold``, or a rate of 0) is not a dose and is left out too.
     """
     out: list[tuple[Dosed, CoursePosition]] = []
     for period in checked_infusions(timeline.infusions, kb=kb, now=timeline.now):
         position = timeline.positions.get(period.ref)
         if position is None or period.dose is None or period.stop_reason in ("overdose", "flush"):
             continue
+        if period.status == "on-hold" or period.ug_per_day == 0:
+            continue  # a pause (Epic "Paused", rate 0) is not a dose
         out.append((Dosed(period.ref, period.dose, infusion=period), position))
     return out
 

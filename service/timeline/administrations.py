@@ -101,15 +101,15 @@ def build_infusions(
 def _without_rate_checks(periods: list[InfusionPeriod]) -> list[InfusionPeriod]:
     """Drop point records (start = end) that fall inside another period at the same rate: a MAR "Rate Verify"
     charted each shift confirms the running bag; read as a bag of its own it would end the infusion and make the
-    next bag a restart. A point record at another rate stays (it is a rate change)."""
+    next bag a restart. A point record at another rate stays (it is a rate change), and so does a pause or stop."""
     kept: list[InfusionPeriod] = []
     for p in periods:
         host = next((k for k in reversed(kept) if k.start <= p.start and (k.end is None or k.end >= p.start)
                      and k.end != k.start), None)
         same = host is not None and (p.ug_per_day is None or host.ug_per_day is None
                                      or round(p.ug_per_day, 1) == round(host.ug_per_day, 1))
-        if p.end == p.start and same:
-            continue
+        if p.end == p.start and same and p.status in ("completed", "in-progress") and p.stop_reason is None:
+            continue  # a pause or stop (on-hold, stopped, a stated reason) is kept: the restart rules read it
         kept.append(p)
     return kept
 

@@ -162,7 +162,10 @@ class CourseBuilder:
         out: list[Segment] = []
         reason: Reason | None = None
         for p in sorted(infusions, key=lambda i: i.start):
-            seg = self.advance(out[-1] if out else None, p.start, p.ug_per_day, date_only=p.date_only,
+            # A pause charted as its own record at rate 0 (Epic "Paused", rate 0 mL/hr) carries the running dose:
+            # resuming at that dose is no increase (never a "step").
+            dose = out[-1].ug_per_day if p.ug_per_day == 0 and out else p.ug_per_day
+            seg = self.advance(out[-1] if out else None, p.start, dose, date_only=p.date_only,
                                prev_reason=reason)
             out.append(replace(seg, end=p.end))
             reason = p.stop_reason

@@ -438,3 +438,25 @@ def test_sandbox_shaped_blinatumomab_draft_lists_every_skipped_check(kb: Knowled
     detail = renderer().render(f).detail or ""
     assert "skipped every dose check of this order. Record the dose in µg/day" in detail
     assert "skipped the cycle day, premedication window and treatment-free interval checks of this order" in detail
+
+
+@pytest.mark.parametrize("pause_hours", [2, 5])
+def test_an_epic_pause_record_at_rate_0_is_no_dose_and_resuming_is_no_step(kb: Knowledge, pause_hours: int) -> None:
+    """Epic "Paused": an on-hold record with rate 0 mL/hr; "Restarted": a new record at the running rate. Neither
+    is a dose error, and resuming on cycle 1 day 10 is not the step (a ≥ 4 h pause is a restart: premedication)."""
+    pause = at(2026, 3, 10, 2)
+    resume = pause + dt.timedelta(hours=pause_hours)
+    paused = medication_administration("p", start=pause, status="on-hold", status_reason="Paused - patient to CT",
+                                       rate={"value": 0, "unit": "mL/hr", "system": "http://unitsofmeasure.org",
+                                             "code": "mL/h"})
+    history = running_course(blin_infusion("a", C1, at(2026, 3, 8, 10), ug_per_day=9),
+                             steroid_given("d8", at(2026, 3, 8, 9, 15)),
+                             blin_infusion("b", at(2026, 3, 8, 10), pause, ug_per_day=28), paused,
+                             blin_infusion("c", resume, None, ug_per_day=28))
+    if pause_hours >= 4:
+        history.append(steroid_given("dr", resume - dt.timedelta(minutes=30)))
+    findings = view(kb, resume + dt.timedelta(hours=3), *history)
+    assert alarms(findings) == []
+    timeline = make_timeline(kb, now=resume + dt.timedelta(hours=3), hook="patient-view", resources=history)
+    assert timeline.positions["MedicationAdministration/c"].event == ("restart" if pause_hours >= 4
+                                                                      else "continuation")

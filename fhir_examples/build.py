@@ -381,7 +381,8 @@ class Chart:
             if e.t > now:
                 continue
             rtype = res["resourceType"]
-            if rtype == "MedicationAdministration" and "effectivePeriod" in res:
+            if rtype == "MedicationAdministration" and "effectivePeriod" in res and res.get("status") not in (
+                    "entered-in-error", "not-done"):  # a record that never happened keeps its status
                 if e.end is None or e.end > now:
                     res["effectivePeriod"].pop("end", None)
                     res["status"] = "in-progress"

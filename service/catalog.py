@@ -26,10 +26,10 @@ from service.timeline.model import HookName
 # order-select / order-sign: every rule but the therapy summary.
 _ORDER_RULES: tuple[str, ...] = tuple(r for r in RULE_IDS if r != "therapy-status")
 
-# patient-view: threshold and administration rules, plus the therapy summary — not the checks of an order
-# being placed (dose and cycle of a draft).
+# patient-view: threshold and administration rules (the running infusion's dose among them), plus the therapy
+# summary — not the checks that only an order being placed has (cycle text, unverifiable order data).
 _PATIENT_VIEW_RULES: tuple[str, ...] = tuple(
-    r for r in RULE_IDS if not r.startswith("dose-") and r != "cycle-new-required"
+    r for r in RULE_IDS if r not in ("dose-unverifiable", "cycle-new-required")
 )
 
 

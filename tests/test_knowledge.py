@@ -100,3 +100,21 @@ def test_serve_refuses_to_start_on_bad_knowledge(tmp_path: Path, monkeypatch: py
     finally:
         get_settings.cache_clear()
     assert "labs.toml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "old", "new", "match", "key"), [
+    ("premedication.toml", "suggest_dose_mg = 16", "suggest_dose_mg = 12", "suggests 12.0 mg dexamethasone",
+     "requirements"),
+    ("dosing.toml", "daily = ['daily']", "daily = ['dai(ly']", "bad pattern", "dose_text.daily"),
+])
+def test_inconsistent_medication_knowledge_stops_start_up(
+    tmp_path: Path, name: str, old: str, new: str, match: str, key: str,
+) -> None:
+    """A suggested premedication below the requirement it fixes, or a dose-text pattern that does not compile."""
+    directory = copy_knowledge(tmp_path)
+    path = directory / name
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(KnowledgeError, match=match) as err:
+        load_knowledge(directory)
+    assert err.value.file == name
+    assert key in f"{err.value.key} {err.value}"  # the key, or the model-level message naming it

@@ -28,9 +28,16 @@ def leaf_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ..
 
 
 def put(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+    """Set the value at ``path``; nothing when an earlier mutation already replaced a parent of it."""
     for p in path[:-1]:
-        doc = doc[p]
-    doc[path[-1]] = value
+        if not isinstance(doc, dict | list) or (isinstance(doc, list) and not isinstance(p, int)):
+            return
+        try:
+            doc = doc[p]
+        except (KeyError, IndexError):
+            return
+    if isinstance(doc, dict) or (isinstance(doc, list) and isinstance(path[-1], int) and path[-1] < len(doc)):
+        doc[path[-1]] = value
 
 
 async def test_mutated_example_requests_never_give_a_server_error(make_app: AppFactory) -> None:

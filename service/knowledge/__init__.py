@@ -65,20 +65,7 @@ def load_knowledge(directory: Path) -> Knowledge:
         toxicity=_load_file(directory, "toxicity", Toxicity).checked(codes),
         **_medication_knowledge(directory, codes),
     )
-    _check_shared_facts(kb)
     return kb
-
-
-def _check_shared_facts(kb: Knowledge) -> None:
-    """Cross-file references must resolve: the regimens ``toxicity.toml [restart_dose]`` calls confirmed.
-
-    The restart dose itself is stated once, in ``regimens.toml [ae_restart]``, and the 45 kg band once, in
-    ``dosing.toml [weight_band]``: the toxicity cards read both from there.
-    """
-    for name in kb.toxicity.restart_dose.confirmed_regimens:
-        if name not in kb.regimens.regimens:
-            raise KnowledgeError(f"unknown regimen '{name}'", file="toxicity.toml",
-                                 key="restart_dose.confirmed_regimens")
 
 
 def _medication_knowledge(directory: Path, codes: Codes) -> dict[str, Any]:
@@ -100,6 +87,10 @@ def _medication_knowledge(directory: Path, codes: Codes) -> dict[str, Any]:
         if r.agent not in codes.concepts or not codes.concepts[r.agent].codings:
             raise KnowledgeError(f"agent '{r.agent}' is not a coded concept in codes.toml", file="premedication.toml",
                                  key=f"requirements.{i}.agent")
+        if r.suggest_agent is not None and (r.suggest_agent not in codes.concepts
+                                            or not codes.concepts[r.suggest_agent].codings):
+            raise KnowledgeError(f"agent '{r.suggest_agent}' is not a coded concept in codes.toml",
+                                 file="premedication.toml", key=f"requirements.{i}.suggest_agent")
     for name in premed.label_equivalence.regimens:
         if name not in regimens.regimens:
             raise KnowledgeError(f"unknown regimen '{name}'", file="premedication.toml",

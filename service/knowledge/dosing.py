@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from service.knowledge.base import Provenance, Strict
 
@@ -54,10 +57,93 @@ class Units(Provenance):
     height_to_cm: Mapping[str, PositiveFloat]
 
     def norm(self, unit: str) -> str:
-        """``"mcg/day"`` → ``"ug/d"``: lower-case, no spaces, each ``/``-part through ``aliases``."""
-        cleaned = unit.strip().replace(" ", "").replace("(", "").replace(")", "")
+        """``"mcg/day"`` → ``"ug/d"``: lower-case, no spaces, each ``/``-part through ``aliases``; the word "per"
+        between spaces is a ``/`` ("mcg per day")."""
+        cleaned = _PER_WORD.sub("/", unit.strip()).replace(" ", "").replace("(", "").replace(")", "")
         parts = [self.aliases.get(p, self.aliases.get(p.lower(), p.lower())) for p in cleaned.split("/")]
         return "/".join(parts)
+
+
+_PER_WORD = re.compile(r"\s+per\s+", re.IGNORECASE)
+
+
+class RunningInfusion(Provenance):
+    recent_stop_hours: PositiveFloat
+    infuse_over_time_extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextDose:
+    """A dose per time read from text: ``value`` ``mass`` (``ug``/``mg``) per ``basis`` (``m2``/``kg``/None) per
+    ``time`` (``d``/``h``); ``span`` is where it was found (the update-dose suggestion rewrites it)."""
+
+    value: float
+    mass: str
+    basis: str | None
+    time: str
+    span: tuple[int, int]
+
+    @property
+    def unit(self) -> str:
+        return "/".join(p for p in (self.mass, self.basis, self.time) if p)
+
+
+class DoseText(Provenance):
+    """How a dose per time is written in text (``dosing.toml [dose_text]``); compiled once at load."""
+
+    mass: Mapping[str, tuple[str, ...]] = Field(min_length=1)
+    per: tuple[str, ...] = Field(min_length=1)
+    basis: Mapping[str, tuple[str, ...]]
+    time: Mapping[str, tuple[str, ...]] = Field(min_length=1)
+    daily: tuple[str, ...] = ()
+
+    pattern: ClassVar[re.Pattern[str]]
+
+    @field_validator("per", "daily")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for p in patterns:
+            _compile(p)
+        return patterns
+
+    @field_validator("mass", "basis", "time")
+    @classmethod
+    def _all_compile(cls, words: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+        for ps in words.values():
+            for p in ps:
+                _compile(p)
+        return words
+
+    def model_post_init(self, context: Any, /) -> None:
+        def group(prefix: str, words: Mapping[str, tuple[str, ...]]) -> str:
+            return "|".join(f"(?P<{prefix}_{key}>{'|'.join(f'(?:{p})' for p in ps)})" for key, ps in words.items())
+
+        per = "|".join(f"(?:{p})" for p in self.per)
+        end = r"(?![a-zµμ²])"
+        basis = rf"(?:(?:{group('b', self.basis)})\s*(?:{per})\s*)?" if self.basis else ""
+        per_time = rf"\s*(?:{per})\s*{basis}(?:{group('t', self.time)}){end}"
+        daily = rf"|\s+(?P<daily>{'|'.join(f'(?:{p})' for p in self.daily)}){end}" if self.daily else ""
+        mass = rf"(?:{group('m', self.mass)})"
+        pattern = rf"(?P<v>\d+(?:\.\d+)?)\s*{mass}(?:{per_time}{daily})"
+        object.__setattr__(self, "pattern", re.compile(pattern, re.IGNORECASE))
+
+    def find(self, text: str) -> TextDose | None:
+        """The first dose per time in ``text`` ("28 mcg/24 hr" → 28 ug/d; "1.2 mcg/hr" → 1.2 ug/h)."""
+        m = self.pattern.search(text)
+        if m is None:
+            return None
+        named = {k for k, v in m.groupdict().items() if v is not None}
+        mass = next(k[2:] for k in named if k.startswith("m_"))
+        basis = next((k[2:] for k in named if k.startswith("b_")), None)
+        time = "d" if "daily" in named else next(k[2:] for k in named if k.startswith("t_"))
+        return TextDose(float(m.group("v")), mass, basis, time, m.span())
+
+
+def _compile(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
 
 
 class OrderText(Provenance):
@@ -73,6 +159,8 @@ class Dosing(Strict):
     bags: Bags
     preservative_bags: PreservativeBags
     units: Units
+    running_infusion: RunningInfusion
+    dose_text: DoseText
     order_text: OrderText
 
     @model_validator(mode="after")

@@ -18,6 +18,10 @@ class Timing(Provenance):
     lookback_hours: PositiveInt
 
 
+class OrderTiming(Provenance):
+    untimed_orders_count: bool
+
+
 class AgeCutoff(Provenance):
     pediatric_below_years: PositiveFloat
 
@@ -48,6 +52,9 @@ class Requirement(Provenance):
     triggers: tuple[Trigger, ...]
     first_cycle_only: bool
     accept_equivalents: bool
+    suggest_agent: str | None = None
+    """The agent the premed-missing suggestion orders when the required one is not orderable as written."""
+    suggest_dose_mg: PositiveFloat | None = None
 
     @model_validator(mode="after")
     def _one_dose(self) -> Requirement:
@@ -55,6 +62,8 @@ class Requirement(Provenance):
             raise ValueError("give exactly one of dose_mg and dose_mg_per_m2")
         if self.dose_mg_per_m2 is not None and self.max_dose_mg is None:
             raise ValueError("a per-m² dose needs max_dose_mg")
+        if (self.suggest_agent is None) != (self.suggest_dose_mg is None):
+            raise ValueError("suggest_agent and suggest_dose_mg go together")
         return self
 
 
@@ -64,6 +73,7 @@ class SuggestedOrder(Provenance):
 
 class Premedication(Strict):
     timing: Timing
+    order_timing: OrderTiming
     age: AgeCutoff
     pediatric_dose: PediatricDose
     iv_route: RouteCoding
@@ -81,6 +91,11 @@ class Premedication(Strict):
             seen.add((r.regimen, r.age_group))
             if r.agent not in self.equivalence.doses_mg:
                 raise ValueError(f"requirements: agent '{r.agent}' has no [equivalence] dose")
+            if r.suggest_agent is not None and r.suggest_dose_mg is not None and r.dose_mg is not None:
+                eq = self.equivalent_mg(r.suggest_dose_mg, r.suggest_agent, to=r.agent, regimen=r.regimen)
+                if eq is None or round(eq, 1) < round(r.dose_mg, 1):
+                    raise ValueError(f"requirements: {r.regimen}/{r.age_group} suggests {r.suggest_dose_mg} mg "
+                                     f"{r.suggest_agent}, below {r.dose_mg} mg {r.agent}")
         return self
 
     def requirement(self, regimen: str, age_group: AgeGroup) -> Requirement:

@@ -78,10 +78,14 @@ class CycleRules(Provenance):
 
 
 class AeRestart(Provenance):
+    """The one statement of the restart dose after an adverse-reaction interruption (toxicity cards read it too)."""
+
     ug_per_day: PositiveFloat
     ug_per_m2_per_day: PositiveFloat
     cap_ug_per_day: PositiveFloat
     escalate_after_days: PositiveInt
+    confirmed_regimens: tuple[str, ...] = ()
+    """Regimens for which a source states this restart dose; for the others cards call it unconfirmed."""
 
 
 class ReasonMapping(Provenance):
@@ -129,6 +133,9 @@ class Regimens(Strict):
                     expected_first = last + 1
                 if expected_first != spec.max_cycles + 1:
                     raise ValueError(f"regimens.{name}.phases: must end at max_cycles ({spec.max_cycles})")
+        for name in self.ae_restart.confirmed_regimens:
+            if name not in self.regimens:
+                raise ValueError(f"ae_restart.confirmed_regimens: '{name}' is not a [regimens.*] table")
         for i, m in enumerate(self.reason_map):
             if m.regimen not in self.regimens:
                 raise ValueError(f"reason_map.{i}.regimen '{m.regimen}' is not a [regimens.*] table")

@@ -164,8 +164,6 @@ class RestartDose(Provenance):
 
     dose_match_tolerance: float = Field(ge=0, lt=1)
     """A running dose within this fraction of the step dose counts as "at the step dose"."""
-    confirmed_regimens: tuple[str, ...] = ()
-    """Regimens for which a source states this restart dose; for the others cards call it unconfirmed."""
 
 
 class Findings(Provenance):

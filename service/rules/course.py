@@ -26,7 +26,7 @@ from service.rules.medication import (
     premed_timing_facts,
     spec_of,
 )
-from service.timeline.course import CURRENT
+from service.timeline.course import CURRENT, checked_infusions
 from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Timeline
 
 
@@ -99,7 +99,11 @@ def treatment_free_interval(
     if (position.event != "cycle-start" or position.cycle < 2 or end is None or position.at is None
             or not position.previous_cycle_complete or position.date_only):
         return
-    required = spec_of(timeline, kb).tfi_days(position.cycle - 1)
+    # The interval follows the cycle before this one as the order numbers it (a longer interval after a
+    # continued-therapy cycle must not be missed because earlier cycles were given elsewhere); the card also
+    # names the cycle the record shows, so it never speaks of a cycle as if it were on record when it is not.
+    previous = position.cycle - 1
+    required = spec_of(timeline, kb).tfi_days(previous)
     tz = position.at.tzinfo
     gap_days = (position.at.astimezone(tz).date() - end.astimezone(tz).date()).days
     if required is None or gap_days >= required:
@@ -107,13 +111,14 @@ def treatment_free_interval(
     spec = spec_of(timeline, kb)
     yield Finding("treatment-free-interval", "warning", {
         **base,
-        "previous_cycle": position.cycle - 1,
+        "previous_cycle": previous,
+        "previous_cycle_on_record": position.previous_cycle,
         "previous_cycle_end": day(end),
         "gap_days": gap_days,
         "required_days": required,
         "earliest_start": (end.astimezone(tz).date() + dt.timedelta(days=required)).isoformat(),
         "cycle_days": kb.regimens.cycle_rules.cycle_days,
-        "previous_phase": spec.phases.of(position.cycle - 1) if spec.phases else None,
+        "previous_phase": spec.phases.of(previous) if spec.phases else None,
         "phase_ranges": {name: list(r) for name, r in spec.phases.ranges().items()} if spec.phases else {},
         "continued_therapy_tfi_days": _continued_therapy_tfi_days(kb),
     }, about=about)
@@ -143,6 +148,8 @@ def therapy_status(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
     next_event, next_date = _next_premedication(timeline, kb, position, requirement=requirement, last=last)
     yield Finding("therapy-status", "info", {
         **context_facts(timeline, kb, position),
+        **_pause_facts(timeline, kb, position, last),
+        **_unchecked_rate_facts(timeline, kb),
         "running": last is not None and last.end is None,
         "current_dose_ug_per_day": num(last.ug_per_day) if last else None,
         "last_infusion_end": day(last.end) if last and last.end else None,
@@ -154,6 +161,38 @@ def therapy_status(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
         "premed_max_mg": num(requirement.max_dose_mg, 1),
         **premed_timing_facts(kb),
     })
+
+
+def _pause_facts(
+    timeline: Timeline, kb: Knowledge, position: CoursePosition | None, last: InfusionPeriod | None
+) -> dict[str, Any]:
+    """Where a stopped course stands: in the treatment-free interval after a completed cycle (its day N of M,
+    counted in calendar days from the last infusion day, and the earliest next start), or interrupted mid-cycle."""
+    facts: dict[str, Any] = {"interval": None, "off_days": None, "tfi_required_days": None, "tfi_day": None,
+                             "next_cycle_earliest": None, "cycle_days": kb.regimens.cycle_rules.cycle_days}
+    if position is None or last is None or last.end is None or position.cycle_start is None:
+        return facts
+    tz = last.end.tzinfo
+    off = (timeline.now.astimezone(tz).date() - last.end.astimezone(tz).date()).days
+    facts["off_days"] = off
+    if position.day < kb.regimens.cycle_rules.cycle_days:
+        facts["interval"] = "interruption"
+        return facts
+    spec = spec_of(timeline, kb)
+    required = spec.tfi_days(position.cycle)
+    facts.update(interval="treatment-free", tfi_required_days=required, tfi_day=off)
+    if required is not None and position.cycle < spec.max_cycles:
+        facts["next_cycle_earliest"] = (last.end.astimezone(tz).date() + dt.timedelta(days=required)).isoformat()
+    return facts
+
+
+def _unchecked_rate_facts(timeline: Timeline, kb: Knowledge) -> dict[str, Any]:
+    """The running infusion's rate when the dose rules could not check it (mL/h without a concentration…)."""
+    for period in checked_infusions(timeline.infusions, kb=kb, now=timeline.now):
+        if period.dose is not None and period.dose.problem is not None:
+            return {"unchecked_rate": period.dose.display, "unchecked_problem": period.dose.problem}
+        break
+    return {"unchecked_rate": None, "unchecked_problem": None}
 
 
 def _next_premedication(

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from service.knowledge import Knowledge
 from service.knowledge.premedication import AgeGroup
 from service.knowledge.regimens import RegimenSpec
-from service.timeline.course import CURRENT
-from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Timeline
+from service.timeline.course import CURRENT, checked_infusions
+from service.timeline.model import BlinOrder, CoursePosition, DailyDose, InfusionPeriod, Timeline
 
 Band = Literal["fixed", "bsa"]
 WEIGHT_PROBLEMS = {
@@ -142,6 +142,53 @@ def order_facts(order: BlinOrder | None) -> dict[str, Any]:
         "dose_basis": order.dose.basis if order else None,
         "dose_ug_per_day": num(order.dose.ug_per_day) if order else None,
         "dose_ug_per_m2_per_day": num(order.dose.ug_per_m2_per_day) if order else None,
+    }
+
+
+@dataclass(frozen=True)
+class Dosed:
+    """What a dose rule checks: a blinatumomab order in focus, or an administration (running or just stopped).
+
+    Orders and running infusions are judged with the same dose tables; only the evidence and the fix differ
+    (an order gets an update suggestion, an administration a "check the pump programming / bag" action).
+    """
+
+    ref: str
+    dose: DailyDose
+    order: BlinOrder | None = None
+    infusion: InfusionPeriod | None = None
+
+    @property
+    def draft(self) -> bool:
+        return self.order is not None and self.order.draft
+
+
+def infusion_targets(timeline: Timeline, kb: Knowledge) -> list[tuple[Dosed, CoursePosition]]:
+    """The administrations the dose rules check, newest first, with their positions at their start.
+
+    One stopped for an overdose or a flushed line is left out: it was stopped for that very reason, and the
+    restart rules speak to it. A pause record (``on-hold``, or a rate of 0) is not a dose and is left out too.
+    """
+    out: list[tuple[Dosed, CoursePosition]] = []
+    for period in checked_infusions(timeline.infusions, kb=kb, now=timeline.now):
+        position = timeline.positions.get(period.ref)
+        if position is None or period.dose is None or period.stop_reason in ("overdose", "flush"):
+            continue
+        if period.status == "on-hold" or period.ug_per_day == 0:
+            continue  # a pause (Epic "Paused", rate 0) is not a dose
+        out.append((Dosed(period.ref, period.dose, infusion=period), position))
+    return out
+
+
+def administration_facts(infusion: InfusionPeriod | None) -> dict[str, Any]:
+    """The administration a dose finding is about (every key ``None`` for an order)."""
+    return {
+        "checked": "administration" if infusion else "order",
+        "administration_ref": infusion.ref if infusion else None,
+        "administration_start": when(infusion.start) if infusion else None,
+        "administration_end": when(infusion.end) if infusion else None,
+        "administration_running": infusion is not None and infusion.end is None,
+        "administration_status": infusion.status if infusion else None,
     }
 
 

@@ -5,8 +5,12 @@ patient's age group name (``premedication.toml``): every cycle start, the R/R st
 restart after an interruption of ≥ 4 h for adults on R/R; the first cycle only for children; each cycle
 start only for MRD-positive and consolidation adults. A candidate steroid is any dexamethasone,
 prednisone, prednisolone or methylprednisolone administration within 24 h either side of the start, or
-(at order time) a draft or active steroid order — a steroid given for another reason counts if agent,
-dose and window qualify. One event gives at most one timing and one dose card, from the best candidate.
+(at order time) a draft or active steroid order scheduled (``timing.event``, ``boundsPeriod.start``) within
+24 h before it — an order scheduled after the start counts as nothing for it; an untimed order counts or not
+as ``premedication.toml [order_timing]`` says, and the card states the assumption. A steroid given for another
+reason counts if agent, dose and window qualify. A steroid whose dose is not a mass (``{pill}``) is not judged
+on its dose (dose-unverifiable lists it). One event gives at most one timing and one dose card, from the best
+candidate.
 """
 
 from __future__ import annotations
@@ -44,6 +48,17 @@ class _Candidate:
     agent_ok: bool
     dose_ok: bool
     equivalent_mg: float | None
+    untimed: bool = False
+    """An order with no scheduled time, counted by the ``[order_timing]`` policy (its time is assumed)."""
+    at: dt.datetime | None = None
+    """The scheduled or given time the window was judged on."""
+
+
+@dataclass(frozen=True)
+class _NotCounted:
+    event: SteroidEvent
+    why: str
+    """``after-start`` (scheduled after the start), ``untimed`` (policy: untimed orders do not count)."""
 
 
 def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
@@ -80,14 +95,20 @@ def check_event(
     if position.at is None or position.date_only or not required_for(position, requirement):
         return
     required_mg = _required_mg(requirement, timeline)
-    candidates = [_judge(e, position.at, requirement, required_mg, timeline, kb)
-                  for e in _candidates(timeline, kb, position.at, order_time=not started)]
+    found, not_counted = _candidates(timeline, kb, position.at, order_time=not started)
+    candidates = [_judge(e, t, untimed, position.at, requirement, required_mg, timeline, kb)
+                  for e, t, untimed in found]
     base = {
         **context_facts(timeline, kb, position),
         **order_facts(order),
         **_requirement_facts(requirement, required_mg, kb),
         "infusion_started": started,
         "infusion_start": when(position.at),
+        "untimed_orders_count": kb.premedication.order_timing.untimed_orders_count,
+        "suggested_equivalent": False,
+        "orders_not_counted": [{"ref": n.event.ref, "agent": n.event.agent, "why": n.why,
+                                "at": when(n.event.time) if n.event.time and not n.event.date_only else None}
+                               for n in not_counted],
     }
     about = order.ref if order else None
     if not candidates:
@@ -95,6 +116,7 @@ def check_event(
         action = None
         if not started and order is not None and order.draft:
             agent, mg, per_m2 = _suggested_dose(requirement, required_mg)
+            base = {**base, **_suggestion_facts(requirement, agent, mg)}
             action = create_steroid(timeline, agent=agent, dose_mg=mg, dose_mg_per_m2=per_m2, kb=kb,
                                     before=position.at if order.start is not None else None)
             base = {**base, "steroid_agent": agent, "steroid_dose_mg": num(mg, 1),
@@ -115,37 +137,62 @@ def check_event(
         yield Finding("premed-dose", "warning", facts, about=about)
 
 
-def _candidates(timeline: Timeline, kb: Knowledge, start: dt.datetime, *, order_time: bool) -> list[SteroidEvent]:
+def _candidates(
+    timeline: Timeline, kb: Knowledge, start: dt.datetime, *, order_time: bool
+) -> tuple[list[tuple[SteroidEvent, dt.datetime | None, bool]], list[_NotCounted]]:
+    """Candidate steroids with the time to judge them on and whether that time is assumed (untimed order),
+    and the orders that were looked at but count as nothing for this start."""
     lookback = dt.timedelta(hours=kb.premedication.timing.lookback_hours)
-    out: list[SteroidEvent] = []
+    out: list[tuple[SteroidEvent, dt.datetime | None, bool]] = []
+    skipped: list[_NotCounted] = []
     for e in timeline.steroids:
         if e.kind == "administration":
             if e.time is not None and start - lookback <= e.time <= start + lookback:
-                out.append(e)
-        elif order_time and (e.draft or e.status in _ORDER_STATUSES) and (
-            e.draft or e.time is None or start - lookback <= e.time <= start + lookback
-        ):
-            out.append(e)
-    return out
+                out.append((e, e.time, False))
+            continue
+        if not order_time or not (e.draft or e.status in _ORDER_STATUSES):
+            continue
+        timed = list(e.scheduled) if not e.date_only else []
+        if timed:
+            before = [t for t in timed if start - lookback <= t <= start]
+            if before:
+                out.append((e, max(before), False))
+            elif any(t > start for t in timed) and (e.draft or min(t for t in timed if t > start) - start <= lookback):
+                skipped.append(_NotCounted(e, "after-start"))
+            continue
+        if e.date_only and e.time is not None:
+            days = (start.astimezone(dt.UTC).date() - e.time.date()).days
+            if days < 0:
+                skipped.append(_NotCounted(e, "after-start"))
+                continue
+            if days > 1:
+                continue  # dated well before this start: another day's order
+        if kb.premedication.order_timing.untimed_orders_count:
+            out.append((e, None, True))
+        else:
+            skipped.append(_NotCounted(e, "untimed"))
+    return out, skipped
 
 
 def _judge(
-    e: SteroidEvent, start: dt.datetime, req: Requirement, required_mg: float | None, timeline: Timeline,
-    kb: Knowledge,
+    e: SteroidEvent, at: dt.datetime | None, untimed: bool, start: dt.datetime, req: Requirement,
+    required_mg: float | None, timeline: Timeline, kb: Knowledge,
 ) -> _Candidate:
     premed = kb.premedication
-    if e.kind == "order":
+    if untimed:
         minutes, timing_ok = None, True
-    elif e.time is None or e.date_only:
+    elif at is None or e.date_only:
         minutes, timing_ok = None, False
     else:
-        minutes = (start - e.time).total_seconds() / 60
+        minutes = (start - at).total_seconds() / 60
         timing_ok = 0 <= minutes <= premed.timing.window_minutes
     agent_ok = e.agent == req.agent or req.accept_equivalents
     equivalent = (premed.equivalent_mg(e.dose_mg, e.agent, to=req.agent, regimen=timeline.regimen.id)
                   if e.dose_mg is not None else None)
     dose_ok = False
-    if equivalent is not None and required_mg is not None:
+    if e.dose_mg is None and e.dose_mg_per_m2 is None and e.dose_unit is not None:
+        dose_ok = True  # {pill}, mL…: not a mass, the dose check is skipped (dose-unverifiable lists it)
+    elif equivalent is not None and required_mg is not None:
         floor = required_mg
         if req.dose_mg_per_m2 is not None:
             capped = req.max_dose_mg is not None and required_mg >= req.max_dose_mg
@@ -157,7 +204,7 @@ def _judge(
             1 - premed.pediatric_dose.tolerance_pct / 100)
         cap_ok = e.dose_mg is not None and req.max_dose_mg is not None and e.dose_mg >= req.max_dose_mg
         dose_ok = per_m2_ok or cap_ok
-    return _Candidate(e, minutes, timing_ok, agent_ok, dose_ok, equivalent)
+    return _Candidate(e, minutes, timing_ok, agent_ok, dose_ok, equivalent, untimed=untimed, at=at)
 
 
 def _required_mg(req: Requirement, timeline: Timeline) -> float | None:
@@ -171,15 +218,22 @@ def _required_mg(req: Requirement, timeline: Timeline) -> float | None:
 
 
 def _suggested_dose(req: Requirement, required_mg: float | None) -> tuple[str, float | None, float | None]:
-    """Agent and dose of the steroid order to suggest: exactly the requirement premed-dose checks against.
+    """Agent and dose of the steroid order to suggest: exactly the requirement premed-dose checks against, or
+    the orderable equivalent the label names (MRD-positive: dexamethasone 16 mg for "prednisone 100 mg IV").
 
     The label's premedication dose follows the age group, not the weight band (clinical-rules.md §0.3, E26):
     an adult under 45 kg gets the adult dose, as a 16-year-old over 45 kg gets the pediatric one. Suggesting
     anything else would create an order this rule itself then calls too low.
     """
+    if req.suggest_agent is not None and req.suggest_dose_mg is not None:
+        return req.suggest_agent, req.suggest_dose_mg, None
     if required_mg is not None:
         return req.agent, required_mg, None
     return req.agent, None, req.dose_mg_per_m2
+
+
+def _suggestion_facts(req: Requirement, agent: str, mg: float | None) -> dict[str, Any]:
+    return {"suggested_equivalent": agent != req.agent, "steroid_agent": agent, "steroid_dose_mg": num(mg, 1)}
 
 
 def _requirement_facts(req: Requirement, required_mg: float | None, kb: Knowledge) -> dict[str, Any]:
@@ -224,11 +278,13 @@ def _candidate_facts(c: _Candidate, req: Requirement) -> dict[str, Any]:
         "given_kind": e.kind,
         "given_agent": e.agent,
         "given_dose_mg": num(e.dose_mg, 1),
-        "given_at": when(e.time),
+        "given_at": when(c.at if c.at is not None else e.time),
         "given_date_only": e.date_only,
         "minutes_before": num(c.minutes_before, 0),
         "given_after_start": c.minutes_before is not None and c.minutes_before < 0,
         "equivalent_mg": num(c.equivalent_mg, 1),
         "agent_ok": c.agent_ok,
         "dose_ok": c.dose_ok,
+        "given_untimed": c.untimed,
+        "given_dose_unit": e.dose_unit,
     }

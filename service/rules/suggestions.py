@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from service.knowledge import Knowledge
 from service.rules.base import Action
 from service.rules.medication import num
-from service.timeline.dose import TEXT_DOSE
 from service.timeline.model import BlinOrder, Timeline
 
 
@@ -42,8 +41,11 @@ def update_dose(order: BlinOrder, ug_per_day: float, *, kb: Knowledge) -> Action
     first["doseAndRate"] = [{"rateQuantity": {"value": value, "unit": "ug/d", "system": ucum, "code": "ug/d"}}]
     dose_text = kb.dosing.order_text.dose.format(dose=value)
     text = first["text"] if isinstance(first.get("text"), str) else ""
-    rewritten, replaced = TEXT_DOSE.subn(dose_text, text, count=1)
-    first["text"] = rewritten if replaced else (f"{text}; {dose_text}" if text else dose_text)
+    found = kb.dosing.dose_text.find(text)
+    if found is not None:
+        first["text"] = text[:found.span[0]] + dose_text + text[found.span[1]:]
+    else:
+        first["text"] = f"{text}; {dose_text}" if text else dose_text
     resource["dosageInstruction"] = [first, *dosages[1:]]
     checked = _validated(resource)
     return Action(type="update", key="update-dose", resource=checked) if checked else None

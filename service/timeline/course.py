@@ -11,9 +11,11 @@ which wins) or from the administration history:
 
 Day 1 is the first infusion date of the cycle (calendar days in the timestamp's own offset), minus the
 whole days the infusion was interrupted. The event at a start is what premedication and dose rules key
-on: ``cycle-start``, ``step`` (a dose increase on the regimen's step cycle, R/R C1D8), ``re-escalation``
-(a dose increase after an adverse-event restart), ``restart`` (after an interruption ≥ 240 min; 239 min
-is a bag change) or ``continuation``.
+on: ``cycle-start``, ``step`` (a dose increase on the regimen's step cycle from its step day, R/R C1D8),
+``re-escalation`` (a dose increase ≥ 7 days after an adverse-event restart), ``restart`` (after an interruption
+≥ 240 min; 239 min is a bag change), ``continuation``, or ``dose-change``: a rate increase that is no scheduled
+step (28 µg/day on C1D3, an escalation 3 days after an adverse-event restart). A dose-change is a dose problem
+for the dose rules and never a premedication trigger: a pump error must not be called a step dose.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from service.knowledge import Knowledge
 from service.knowledge.regimens import RegimenSpec
 from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Interruption, ToxicityRecord
 
-Event = Literal["cycle-start", "step", "re-escalation", "restart", "continuation"]
+Event = Literal["cycle-start", "step", "re-escalation", "restart", "continuation", "dose-change"]
 Reason = Literal["overdose", "flush", "adverse-event"]
 
 CURRENT = "current"
@@ -51,6 +53,7 @@ class Segment:
     previous_cycle_end: dt.datetime | None = None
     previous_cycle_complete: bool = False
     date_only: bool = False
+    previous_cycle: int | None = None
 
 
 def day_of(t: dt.datetime, cycle_start: dt.datetime, lost_days: int) -> int:
@@ -67,6 +70,7 @@ class CourseBuilder:
         self.rules = kb.regimens.cycle_rules
         self.restart_gap = dt.timedelta(minutes=kb.dosing.interruption.restart_threshold_minutes)
         self.same_cycle_max = dt.timedelta(hours=self.rules.same_cycle_max_hours)
+        self.escalation_hold = dt.timedelta(days=kb.regimens.ae_restart.escalate_after_days)
         self.decimals = kb.dosing.limits.fixed_dose_compare_decimals
         self.toxicities = tuple(sorted(toxicities, key=lambda r: r.at))
         policies = kb.toxicity.policies
@@ -88,6 +92,7 @@ class CourseBuilder:
             lost_days=prev.lost_days, event="continuation", course_start=prev.course_start,
             ae_restart_at=prev.ae_restart_at, previous_cycle_end=prev.previous_cycle_end,
             previous_cycle_complete=prev.previous_cycle_complete, date_only=date_only,
+            previous_cycle=prev.previous_cycle,
         )
         if prev.end is None or prev.end >= start:
             return replace(base, event=self._dose_event(prev, base, dose))
@@ -105,6 +110,7 @@ class CourseBuilder:
                 start=start, end=None, ug_per_day=dose, cycle=prev.cycle + 1, cycle_start=start, lost_days=0,
                 event="cycle-start", course_start=prev.course_start, interruption=interruption,
                 previous_cycle_end=prev.end, previous_cycle_complete=completed, date_only=date_only,
+                previous_cycle=prev.cycle,
                 # The label's restart dose after an adverse reaction holds however long the interruption was.
                 ae_restart_at=start if reason == "adverse-event" and not completed else None,
             )
@@ -116,15 +122,28 @@ class CourseBuilder:
         return replace(base, event=self._dose_event(prev, base, dose))
 
     def _dose_event(self, prev: Segment, seg: Segment, dose: float | None) -> Event:
-        """``step`` / ``re-escalation`` for a dose increase without an interruption, else ``continuation``."""
+        """What a dose change without an interruption is.
+
+        An increase is a ``step`` only on the regimen's step cycle from its step day on (R/R C1D8; a late step is
+        still the step) and only from the pre-step dose (≤ its cap); a ``re-escalation`` only once the hold after
+        an adverse-event restart has passed (7 days); any other increase is a ``dose-change`` (a dose problem,
+        never a premedication trigger). No increase: ``continuation``. With a dose unknown on either side the
+        calendar decides (the step day is a step).
+        """
         before = prev.ug_per_day
+        day = day_of(seg.start, seg.cycle_start, seg.lost_days)
         if dose is not None and before is not None:
             if round(dose, self.decimals) <= round(before, self.decimals):
                 return "continuation"
             if seg.ae_restart_at is not None:
-                return "re-escalation"
-            return "step" if self.spec.step_cycle == seg.cycle else "continuation"
-        day = day_of(seg.start, seg.cycle_start, seg.lost_days)
+                return "re-escalation" if seg.start - seg.ae_restart_at >= self.escalation_hold else "dose-change"
+            step_day = self.spec.step_day
+            if self.spec.step_cycle == seg.cycle and step_day is not None and day >= step_day:
+                # The step leaves the pre-step dose (R/R: ≤ 9 µg/day); a second increase after it is no step.
+                pre = self.spec.row(seg.cycle, step_day - 1)
+                if pre is None or round(before, self.decimals) <= pre.cap_ug_per_day:
+                    return "step"
+            return "dose-change"
         return "step" if self.spec.is_step(seg.cycle, day) else "continuation"
 
     def _toxicity_reason(self, since: dt.datetime, until: dt.datetime) -> Reason | None:
@@ -143,7 +162,10 @@ class CourseBuilder:
         out: list[Segment] = []
         reason: Reason | None = None
         for p in sorted(infusions, key=lambda i: i.start):
-            seg = self.advance(out[-1] if out else None, p.start, p.ug_per_day, date_only=p.date_only,
+            # A pause charted as its own record at rate 0 (Epic "Paused", rate 0 mL/hr) carries the running dose:
+            # resuming at that dose is no increase (never a "step").
+            dose = out[-1].ug_per_day if p.ug_per_day == 0 and out else p.ug_per_day
+            seg = self.advance(out[-1] if out else None, p.start, dose, date_only=p.date_only,
                                prev_reason=reason)
             out.append(replace(seg, end=p.end))
             reason = p.stop_reason
@@ -163,6 +185,13 @@ class CourseBuilder:
         position = _position(seg, day=day, at=at, source="history" if prev else "default")
         if order.explicit_cycle is None or order.explicit_day is None:
             return position
+        if prev is None:
+            # Nothing on record to derive from: the text is all there is (no "history suggests cycle 1"). Its day 1
+            # is a cycle start, its step day the step (earlier days may have been given elsewhere).
+            cycle, day = order.explicit_cycle, order.explicit_day
+            first: Event = ("cycle-start" if day == 1 else "step" if self.spec.is_step(cycle, day)
+                            else "continuation")
+            return replace(position, cycle=cycle, day=day, source="order-text", event=first, previous_cycle=None)
         cycle, day = order.explicit_cycle, order.explicit_day
         event: Event = seg.event
         if day == 1:
@@ -172,12 +201,15 @@ class CourseBuilder:
         elif seg.event == "cycle-start":
             event = "restart" if seg.interruption is not None else "continuation"
         prev_end, complete = seg.previous_cycle_end, seg.previous_cycle_complete
-        if day == 1 and seg.event != "cycle-start" and prev is not None and prev.end is not None and prev.end < at:
+        previous_cycle = seg.previous_cycle
+        if day == 1 and seg.event != "cycle-start" and prev.end is not None and prev.end < at:
             prev_end = prev.end
             complete = day_of(prev.end, prev.cycle_start, prev.lost_days) >= self.rules.cycle_days
+            previous_cycle = prev.cycle
         return replace(
             position, cycle=cycle, day=day, source="order-text", event=event, derived_cycle=seg.cycle,
             derived_day=position.day, previous_cycle_end=prev_end, previous_cycle_complete=complete,
+            previous_cycle=previous_cycle,
         )
 
     def current(self, segments: Sequence[Segment], *, now: dt.datetime) -> CoursePosition | None:
@@ -191,7 +223,7 @@ class CourseBuilder:
             if s.cycle != last.cycle:
                 break
             trigger = s
-            if s.event != "continuation":
+            if s.event not in ("continuation", "dose-change"):
                 break
         day = day_of(now if last.end is None else last.end, last.cycle_start, last.lost_days)
         position = _position(trigger, day=day, at=trigger.start, source="history")
@@ -213,6 +245,7 @@ def _position(seg: Segment, *, day: int, at: dt.datetime, source: Literal["histo
         previous_cycle_complete=seg.previous_cycle_complete,
         ae_restart_at=seg.ae_restart_at,
         date_only=seg.date_only,
+        previous_cycle=seg.previous_cycle,
     )
 
 
@@ -225,9 +258,12 @@ def build_positions(
     toxicities: Sequence[ToxicityRecord],
     now: dt.datetime,
 ) -> dict[str, CoursePosition]:
-    """Positions of every in-focus order (by ``ref``) and of the running/last infusion (``"current"``)."""
+    """Positions of every in-focus order (by ``ref``), of the running/last infusion (``"current"``), and of
+    each administration the dose rules check (:func:`checked_infusions`, by its ``ref``): the position at its
+    start, i.e. the cycle and day the bag was hung or the rate changed (a bag is judged by the dose due then)."""
     builder = CourseBuilder(spec=spec, kb=kb, toxicities=toxicities)
-    segments = builder.segments(infusions)
+    ordered = sorted(infusions, key=lambda i: i.start)
+    segments = builder.segments(ordered)
     stop_reasons = {p.start: p.stop_reason for p in infusions}
     positions: dict[str, CoursePosition] = {}
     for order in orders:
@@ -236,4 +272,19 @@ def build_positions(
     current = builder.current(segments, now=now)
     if current is not None:
         positions[CURRENT] = current
+    checked = {p.ref for p in checked_infusions(ordered, kb=kb, now=now)}
+    for period, seg in zip(ordered, segments, strict=True):
+        if period.ref in checked:
+            positions[period.ref] = _position(seg, day=day_of(seg.start, seg.cycle_start, seg.lost_days),
+                                              at=seg.start, source="history")
     return positions
+
+
+def checked_infusions(
+    infusions: Sequence[InfusionPeriod], *, kb: Knowledge, now: dt.datetime
+) -> list[InfusionPeriod]:
+    """The blinatumomab administrations the dose rules check, newest first: the one in progress and any stopped
+    within ``dosing.toml [running_infusion] recent_stop_hours`` (24 h) of ``now``."""
+    since = now - dt.timedelta(hours=kb.dosing.running_infusion.recent_stop_hours)
+    return sorted((p for p in infusions if p.start <= now and (p.end is None or p.end >= since)),
+                  key=lambda p: p.start, reverse=True)

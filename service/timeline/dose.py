@@ -21,12 +21,6 @@ from service.timeline.model import DailyDose
 STEROIDS: tuple[str, ...] = ("dexamethasone", "methylprednisolone", "prednisolone", "prednisone")
 """Steroid concepts of ``codes.toml``, most specific first (methylprednisolone before prednisolone)."""
 
-TEXT_DOSE = re.compile(
-    r"(?P<v>\d+(?:\.\d+)?)\s*(?P<m>mcg|µg|μg|ug|micrograms?|mg)\s*/\s*"
-    r"(?:(?P<b>m2|m²|m\^2|kg)\s*/\s*)?(?P<t>24\s*h(?:ours?)?|day|d|hours?|hr|h)\b",
-    re.IGNORECASE,
-)
-"""A dose written in text ("9 mcg/day", "15 mcg/m^2/day"): read here, rewritten by the update-dose suggestion."""
 _CYCLE_DAY = re.compile(r"\b(?:cycle\s*|c)(\d{1,2})\s*[,;/-]?\s*(?:day\s*|d)(\d{1,2})\b", re.IGNORECASE)
 _UNIT_SEPARATOR = re.compile(r"[/.]")
 _UNIT_TOKEN = re.compile(r"(\d+(?:\.\d+)?)?([a-z]\w*)?")
@@ -105,7 +99,7 @@ def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
             return None
         if m.group(1):
             count *= float(m.group(1))
-        name = m.group(2)
+        name = units.norm(m.group(2)) if m.group(2) else None  # "24hr" → 24 × "h"
         if name is None:
             continue
         if name in ("m2", "kg") and basis is None and time is None:
@@ -230,19 +224,21 @@ def daily_dose(
         ug = value * parsed.per_day * concentration_ug_per_ml
         return DailyDose(ug, "rateQuantity/volume", display)
 
-    if text:
-        m = TEXT_DOSE.search(text)
-        if m:
-            time = m.group("t").lower().replace(" ", "")
-            t_unit = "d" if time.startswith("24") or time in ("day", "d") else "h"
-            b = m.group("b")
-            unit_str = f"{m.group('m')}/{'m2/' if b and b.lower() != 'kg' else ('kg/' if b else '')}{t_unit}"
-            parsed = parse_rate_unit(unit_str, kb)
-            if parsed is not None and parsed.mass is not None:
-                return _mass_rate(float(m.group("v")), parsed, display=m.group(0), basis="text", kb=kb, body=body)
+    stated = text_dose(text, kb=kb, body=body)
+    if stated is not None:
+        return stated
     if unconvertible:
         return DailyDose(None, "unconvertible", unconvertible, problem="unit-not-convertible")
     return DailyDose(None, "none", text or "", problem="no-dose")
+
+
+def text_dose(text: str | None, *, kb: Knowledge, body: BodyBasis) -> DailyDose | None:
+    """A dose per time written in text (``dosing.toml [dose_text]``), or ``None``."""
+    found = kb.dosing.dose_text.find(text) if text else None
+    parsed = parse_rate_unit(found.unit, kb) if found else None
+    if text is None or found is None or parsed is None or parsed.mass is None:
+        return None
+    return _mass_rate(found.value, parsed, display=text[found.span[0]:found.span[1]], basis="text", kb=kb, body=body)
 
 
 def _mass_rate(

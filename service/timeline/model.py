@@ -76,6 +76,8 @@ class InfusionPeriod:
     ug_per_day: float | None
     stop_reason: Literal["overdose", "flush", "adverse-event"] | None = None
     date_only: bool = False
+    dose: DailyDose | None = None
+    """The administration's dose as charted (rate, display, problem); ``ug_per_day`` repeats its value."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,11 @@ class SteroidEvent:
     dose_mg_per_m2: float | None = None
     """A BSA-based steroid dose (``mg/m2``); ``dose_mg`` is then filled only when a BSA is known."""
     status: str = ""
+    scheduled: tuple[dt.datetime, ...] = ()
+    """An order's scheduled times (``timing.event``, ``timing.repeat.boundsPeriod.start``); empty when untimed.
+    ``authoredOn`` is when it was written, never when it is given."""
+    dose_unit: str | None = None
+    """The dose unit as charted when it is not a mass (``{pill}``): the dose check is then skipped."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,10 @@ class CoursePosition:
     cycle: int
     day: int
     source: Literal["order-text", "history", "default"]
-    event: Literal["cycle-start", "step", "re-escalation", "restart", "continuation"]
-    """What starts at ``at``: the trigger for premedication and dose checks."""
+    event: Literal["cycle-start", "step", "re-escalation", "restart", "continuation", "dose-change"]
+    """What starts at ``at``: the trigger for premedication and dose checks. ``dose-change``: a rate increase
+    that is no scheduled step (not R/R C1 from day 8, not a re-escalation ≥ 7 days after an adverse-event
+    restart) — a dose problem for the dose rules, never a premedication trigger."""
     at: dt.datetime | None
     course_start: dt.datetime | None = None
     """First infusion of the current course (seizures are counted from here)."""
@@ -151,6 +160,8 @@ class CoursePosition:
     """What history alone says when the order text named the cycle (``cycle-new-required`` compares them)."""
     date_only: bool = False
     """A time this position rests on arrived as a bare date: interval rules must not guess."""
+    previous_cycle: int | None = None
+    """The number, as on record, of the cycle before this one (``None`` when no earlier cycle is on record)."""
 
 
 @dataclass(frozen=True)

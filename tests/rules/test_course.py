@@ -20,7 +20,7 @@ from tests.builders import (
     steroid_order,
     weight,
 )
-from tests.med_helpers import alarms, one, run
+from tests.med_helpers import alarms, one, renderer, run
 
 C1 = at(2026, 3, 1, 10)
 MRD = "urn:blina-cds:regimen:mrd-positive"
@@ -229,3 +229,38 @@ def test_quiet_mrd_positive_adult_on_prednisone(kb: Knowledge) -> None:
         findings = run(kb, now=now, hook=hook, drafts=drafts, resources=as_of(history, now))  # type: ignore[arg-type]
         assert alarms(findings) == [], (hook, now)
         assert all(f.facts["regimen"] == "mrd-positive" for f in findings)
+
+
+@pytest.mark.parametrize(("days_after", "off_days"), [(1, 1), (6, 6), (13, 13)])
+def test_therapy_status_names_the_treatment_free_interval_and_counts_its_days(
+    kb: Knowledge, days_after: int, off_days: int,
+) -> None:
+    end = C1 + dt.timedelta(days=28)
+    f = one(run(kb, now=end + dt.timedelta(days=days_after, hours=2), hook="patient-view",
+                resources=[*full_cycle(C1), *adult(C1)]), "therapy-status")
+    assert (f.facts["interval"], f.facts["off_days"], f.facts["tfi_required_days"]) == (
+        "treatment-free", off_days, 14)
+    assert f.facts["next_cycle_earliest"] == (end + dt.timedelta(days=14)).date().isoformat()
+    summary = renderer().render(f).summary
+    assert f"cycle 1 completed, treatment-free interval {off_days} of 14 days" in summary
+
+
+def test_therapy_status_of_an_interrupted_cycle_says_so(kb: Knowledge) -> None:
+    stop = C1 + dt.timedelta(days=10)
+    f = one(run(kb, now=stop + dt.timedelta(days=2), hook="patient-view",
+                resources=[blin_infusion("a", C1, stop, ug_per_day=28), *adult(C1)]), "therapy-status")
+    assert (f.facts["interval"], f.facts["off_days"]) == ("interruption", 2)
+    assert "stopped 2 days ago" in renderer().render(f).summary
+
+
+def test_treatment_free_interval_names_the_cycle_on_record(kb: Knowledge) -> None:
+    """Only cycle 1 is on record but the order says Cycle 7: the 56-day interval after continued therapy applies
+    (the order's numbering), and the card says the record shows cycle 1 — never 'cycle 6' as if on record."""
+    start = C1 + dt.timedelta(days=28 + 20)
+    order = blin_order("o", 28, start=start, text="Cycle 7 Day 1")
+    f = one(run(kb, now=start, drafts=[order, steroid_order("dx")], resources=[*full_cycle(C1), *adult(start)]),
+            "treatment-free-interval")
+    assert (f.facts["previous_cycle"], f.facts["previous_cycle_on_record"], f.facts["required_days"]) == (6, 1, 56)
+    card = renderer().render(f)
+    assert "the last cycle on record" in card.summary
+    assert "cycle 1 by the administration history" in (card.detail or "")

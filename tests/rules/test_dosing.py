@@ -14,13 +14,15 @@ from tests.builders import (
     blin_infusion,
     blin_order,
     height,
+    iso,
+    medication_administration,
     medication_request,
     patient,
     steroid_given,
     steroid_order,
     weight,
 )
-from tests.med_helpers import alarms, one, run
+from tests.med_helpers import alarms, make_timeline, one, renderer, run
 
 C1 = at(2026, 3, 1, 10)
 NOW = at(2026, 3, 3, 8)  # cycle 1 day 3 when the course started on C1
@@ -180,7 +182,7 @@ def test_rate_without_concentration_and_date_only_start(kb: Knowledge) -> None:
     findings = run(kb, now=NOW, drafts=[blin_order("o", 10, unit="mL/h", start="2026-03-03"), steroid_order("dx")],
                    resources=adult())
     assert dosing(findings) == [("dose-unverifiable", "warning")]
-    assert one(findings, "dose-unverifiable").facts["problems"] == ["rate-without-concentration", "date-only"]
+    assert one(findings, "dose-unverifiable").facts["problems"] == ["rate-without-concentration", "order-date-only"]
 
 
 def ae_history() -> list[dict[str, Any]]:
@@ -228,12 +230,14 @@ def test_re_escalation_before_7_days_is_a_warning(kb: Knowledge, days: int, expe
     assert dosing(findings) == expected
     if expected:
         f = one(findings, "dose-schedule")
-        assert f.facts["early_escalation"] and f.facts["event"] == "re-escalation"
+        assert f.facts["early_escalation"] and f.facts["event"] == "dose-change"
 
 
 def test_mrd_positive_has_no_step_28_on_day_3_is_quiet(kb: Knowledge) -> None:
-    order = blin_order("o", 28, instantiates=["urn:blina-cds:regimen:mrd-positive"])
-    findings = order_on_day3(kb, order, *adult())
+    mrd = ["urn:blina-cds:regimen:mrd-positive"]
+    history = [blin_infusion("a", C1, None, ug_per_day=28), steroid_given("d", C1 - dt.timedelta(minutes=30))]
+    findings = run(kb, now=NOW, drafts=[blin_order("o", 28, instantiates=mrd), steroid_order("dx")],
+                   resources=[*history, *adult()])
     assert dosing(findings) == []
 
 
@@ -253,3 +257,206 @@ def test_restart_at_9_after_an_adverse_event_interruption_over_7_days_is_quiet(k
                    resources=[*ae_history(), *adult(when=at(2026, 3, 21))])
     f = one(too_high, "dose-schedule")
     assert (f.indicator, f.facts["cycle"], f.facts["expected_basis"]) == ("critical", 2, "ae-restart")
+
+
+# ---------------------------------------------------------------- running infusions are checked like orders (issue 6)
+
+
+def running_course(*bags: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*adult(), steroid_given("d", C1 - dt.timedelta(minutes=30)), *bags]
+
+
+def view(kb: Knowledge, now: dt.datetime, *resources: dict[str, Any]) -> list[Finding]:
+    return run(kb, now=now, hook="patient-view", resources=list(resources))
+
+
+def test_pump_at_28_on_cycle_1_day_3_is_a_dose_error_not_a_step(kb: Knowledge) -> None:
+    change = at(2026, 3, 3, 10)
+    findings = view(kb, change + dt.timedelta(hours=2), *running_course(
+        blin_infusion("a", C1, change, ug_per_day=9), blin_infusion("b", change, None, ug_per_day=28)))
+    assert alarms(findings) == [("dose-schedule", "critical")]  # and no premedication card for a "step"
+    f = one(findings, "dose-schedule")
+    assert (f.about, f.facts["checked"], f.facts["administration_running"]) == (
+        "MedicationAdministration/b", "administration", True)
+    assert (f.facts["cycle"], f.facts["day"], f.facts["expected_ug_per_day"], f.facts["event"]) == (
+        1, 3, 9, "dose-change")
+    assert f.actions == ()
+    card = renderer().render(f)
+    assert card.summary.startswith("Running infusion: blinatumomab 28 µg/day is above the 9 µg/day")
+    assert "Check the pump programming and the bag preparation now" in (card.detail or "")
+
+
+def test_pump_at_ten_times_the_maximum_is_dose_limit(kb: Knowledge) -> None:
+    findings = view(kb, at(2026, 3, 10, 12), *running_course(
+        blin_infusion("a", C1, at(2026, 3, 8, 10), ug_per_day=9), steroid_given("d8", at(2026, 3, 8, 9, 15)),
+        blin_infusion("b", at(2026, 3, 8, 10), None, ug_per_day=280)))
+    assert alarms(findings) == [("dose-limit", "critical")]
+    assert one(findings, "dose-limit").about == "MedicationAdministration/b"
+
+
+@pytest.mark.parametrize(("hours_ago", "expected"), [(20, [("dose-schedule", "critical")]), (30, [])])
+def test_a_stopped_administration_is_checked_for_24_hours(
+    kb: Knowledge, hours_ago: int, expected: list[tuple[str, str]],
+) -> None:
+    now = at(2026, 3, 4, 12)
+    stop = now - dt.timedelta(hours=hours_ago)
+    findings = view(kb, now, *running_course(
+        blin_infusion("a", C1, at(2026, 3, 2, 10), ug_per_day=9),
+        blin_infusion("b", at(2026, 3, 2, 10), stop, ug_per_day=28),
+        blin_infusion("c", stop + dt.timedelta(hours=1), None, ug_per_day=9)))
+    assert [x for x in alarms(findings) if x[0].startswith("dose-")] == expected
+
+
+def test_an_administration_stopped_for_an_overdose_is_left_to_the_restart_rules(kb: Knowledge) -> None:
+    now = at(2026, 3, 4, 12)
+    findings = view(kb, now, *running_course(
+        blin_infusion("a", C1, at(2026, 3, 2, 10), ug_per_day=9),
+        blin_infusion("b", at(2026, 3, 2, 10), at(2026, 3, 4, 8), ug_per_day=28, status="stopped",
+                      status_reason="Medication error - wrong rate programmed")))
+    assert not [x for x in alarms(findings) if x[0].startswith("dose-")]
+
+
+@pytest.mark.parametrize(("draft_ug", "about"), [
+    (28, "MedicationRequest/o"),            # same error on the draft and the pump: one card, the order's
+    (9, "MedicationAdministration/b"),      # a correct draft does not hide a wrong pump
+])
+def test_draft_and_running_infusion_give_one_card_per_error(kb: Knowledge, draft_ug: float, about: str) -> None:
+    change = at(2026, 3, 3, 10)
+    history = running_course(blin_infusion("a", C1, change, ug_per_day=9),
+                              blin_infusion("b", change, None, ug_per_day=28))
+    findings = run(kb, now=change + dt.timedelta(hours=1), drafts=[blin_order("o", draft_ug), steroid_order("dx")],
+                   resources=history)
+    assert dosing(findings) == [("dose-schedule", "critical")]
+    f = one(findings, "dose-schedule")
+    assert f.about == about
+    if about.startswith("MedicationRequest"):
+        assert f.facts["also_administration_ref"] == "MedicationAdministration/b"
+        assert f.actions and f.actions[0].key == "update-dose"
+        assert "carries the same dose: check the pump programming" in (renderer().render(f).detail or "")
+
+
+def test_pump_rate_in_ml_per_hour_with_the_bags_concentration_is_checked(kb: Knowledge) -> None:
+    """Oracle Health style: an instant 'Infuse' result, dose in mL, rate mL/h, drug in a contained Medication whose
+    strength is per bag volume, and an infuse-over-time extension. 10 mL/h of 28 mcg/240 mL = 28 µg/day."""
+    def infuse(id: str, when: dt.datetime, mcg_per_bag: float) -> dict[str, Any]:
+        return {
+            "resourceType": "MedicationAdministration", "id": id, "status": "completed",
+            "subject": {"reference": "Patient/p1"},
+            "contained": [{"resourceType": "Medication", "id": "m1",
+                           "code": {"text": f"blinatumomab {mcg_per_bag:g} mcg + sodium chloride 0.9% 240 mL"},
+                           "ingredient": [{"itemCodeableConcept": {"text": "blinatumomab"},
+                                           "strength": {"numerator": {"value": mcg_per_bag, "unit": "mcg",
+                                                                      "system": "http://unitsofmeasure.org",
+                                                                      "code": "ug"},
+                                                        "denominator": {"value": 240, "unit": "mL",
+                                                                        "system": "http://unitsofmeasure.org",
+                                                                        "code": "mL"}}}]}],
+            "extension": [{"url": "https://fhir-ehr.cerner.com/r4/StructureDefinition/infuse-over-time",
+                           "valueQuantity": {"value": 1440, "unit": "minutes", "system": "http://unitsofmeasure.org",
+                                             "code": "min"}}],
+            "medicationReference": {"reference": "#m1"}, "effectiveDateTime": iso(when),
+            "dosage": {"dose": {"value": 240, "unit": "mL", "system": "http://unitsofmeasure.org", "code": "mL"},
+                       "rateQuantity": {"value": 10, "unit": "mL/hr", "system": "http://unitsofmeasure.org",
+                                        "code": "mL/h"}}}
+    now = at(2026, 3, 12, 12)
+    step = [blin_infusion("a", C1, at(2026, 3, 8, 10), ug_per_day=9), steroid_given("d8", at(2026, 3, 8, 9, 15)),
+            blin_infusion("b", at(2026, 3, 8, 10), at(2026, 3, 11, 10), ug_per_day=28)]
+    right = running_course(*step, infuse("i1", at(2026, 3, 11, 10), 28), infuse("i2", at(2026, 3, 12, 10), 28))
+    assert alarms(view(kb, now, *right)) == []
+    timeline = make_timeline(kb, now=now, hook="patient-view", resources=right)
+    assert timeline.infusions[-1].end is None  # the 24 h infuse-over-time runs past now: running
+    assert timeline.infusions[-1].ug_per_day == pytest.approx(28)
+    wrong = view(kb, now, *running_course(*step, infuse("i1", at(2026, 3, 11, 10), 28),
+                                          infuse("i2", at(2026, 3, 12, 10), 280)))
+    assert alarms(wrong) == [("dose-limit", "critical")]
+
+
+def test_pump_rate_without_concentration_is_named_not_guessed(kb: Knowledge) -> None:
+    bags = running_course(blin_infusion("a", C1, at(2026, 3, 8, 10), ug_per_day=9),
+                          steroid_given("d8", at(2026, 3, 8, 9, 15)),
+                          medication_administration("b", start=at(2026, 3, 8, 10), status="in-progress",
+                                                    rate={"value": 10, "unit": "mL/hr",
+                                                          "system": "http://unitsofmeasure.org", "code": "mL/h"}))
+    now = at(2026, 3, 9, 10)
+    findings = view(kb, now, *bags)
+    assert alarms(findings) == []
+    status = one(findings, "therapy-status")
+    assert (status.facts["unchecked_rate"], status.facts["unchecked_problem"]) == (
+        "10 mL/h", "rate-without-concentration")
+    signing = run(kb, now=now, drafts=[blin_order("o", 28), steroid_order("dx")], resources=bags)
+    unverifiable = one(signing, "dose-unverifiable")
+    assert "infusion-rate-without-concentration" in unverifiable.facts["problems"]
+    assert "Record the bag's concentration" in (renderer().render(unverifiable).detail or "")
+
+
+def test_bag_change_under_4_hours_at_the_same_rate_is_quiet(kb: Knowledge) -> None:
+    findings = view(kb, at(2026, 3, 12, 12), *running_course(
+        blin_infusion("a", C1, at(2026, 3, 8, 10), ug_per_day=9), steroid_given("d8", at(2026, 3, 8, 9, 20)),
+        blin_infusion("b", at(2026, 3, 8, 10), at(2026, 3, 10, 10), ug_per_day=28),
+        blin_infusion("c", at(2026, 3, 10, 13, 30), None, ug_per_day=28)))
+    assert alarms(findings) == []
+
+
+# ---------------------------------------------------------------- order text vs history (issue 6 item 2)
+
+
+def test_cycle_1_day_8_order_starting_on_day_5_is_checked_on_the_derived_day(kb: Knowledge) -> None:
+    start = at(2026, 3, 5, 10)
+    findings = run(kb, now=start - dt.timedelta(hours=1),
+                   drafts=[blin_order("o", 28, start=start, text="BLINCYTO 28 mcg/day, Cycle 1 Day 8"),
+                           steroid_order("dx")],
+                   resources=running_course(blin_infusion("a", C1, None, ug_per_day=9)))
+    assert dosing(findings) == [("dose-schedule", "critical")]
+    f = one(findings, "dose-schedule")
+    assert f.facts["position_mismatch"] and f.facts["checked_position"] == "derived"
+    assert (f.facts["text_cycle"], f.facts["text_day"], f.facts["cycle"], f.facts["day"]) == (1, 8, 1, 5)
+    assert f.facts["expected_ug_per_day"] == 9
+    detail = renderer().render(f).detail or ""
+    assert "The order says cycle 1 day 8, but the administration history puts its start on cycle 1 day 5" in detail
+
+
+def test_matching_order_text_and_history_give_no_mismatch(kb: Knowledge) -> None:
+    start = at(2026, 3, 8, 10)
+    findings = run(kb, now=start - dt.timedelta(hours=1),
+                   drafts=[blin_order("o", 28, start=start, text="Cycle 1 Day 8"), steroid_order("dx")],
+                   resources=running_course(blin_infusion("a", C1, None, ug_per_day=9)))
+    assert dosing(findings) == []
+
+
+def test_sandbox_shaped_blinatumomab_draft_lists_every_skipped_check(kb: Knowledge) -> None:
+    """The CDS Hooks Sandbox sends date-only times, ``{pill}`` with no unit, ``category`` as one object and the id
+    ``request-123``: nothing is guessed, and the card lists each skipped check with what to record."""
+    draft = medication_request("request-123", start="2026-03-03", authored_on="2026-03-03",
+                               dose_and_rate=[{"doseQuantity": {"value": 5, "system": "http://unitsofmeasure.org",
+                                                                "code": "{pill}"}}])
+    draft["category"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category",
+                                     "code": "community"}]}
+    findings = run(kb, now=NOW, drafts=[draft, steroid_order("dx")], resources=adult())
+    assert dosing(findings) == [("dose-unverifiable", "warning")]
+    f = one(findings, "dose-unverifiable")
+    assert f.facts["problems"] == ["unit-not-convertible", "order-date-only"]
+    detail = renderer().render(f).detail or ""
+    assert "skipped every dose check of this order. Record the dose in µg/day" in detail
+    assert "skipped the cycle day, premedication window and treatment-free interval checks of this order" in detail
+
+
+@pytest.mark.parametrize("pause_hours", [2, 5])
+def test_an_epic_pause_record_at_rate_0_is_no_dose_and_resuming_is_no_step(kb: Knowledge, pause_hours: int) -> None:
+    """Epic "Paused": an on-hold record with rate 0 mL/hr; "Restarted": a new record at the running rate. Neither
+    is a dose error, and resuming on cycle 1 day 10 is not the step (a ≥ 4 h pause is a restart: premedication)."""
+    pause = at(2026, 3, 10, 2)
+    resume = pause + dt.timedelta(hours=pause_hours)
+    paused = medication_administration("p", start=pause, status="on-hold", status_reason="Paused - patient to CT",
+                                       rate={"value": 0, "unit": "mL/hr", "system": "http://unitsofmeasure.org",
+                                             "code": "mL/h"})
+    history = running_course(blin_infusion("a", C1, at(2026, 3, 8, 10), ug_per_day=9),
+                             steroid_given("d8", at(2026, 3, 8, 9, 15)),
+                             blin_infusion("b", at(2026, 3, 8, 10), pause, ug_per_day=28), paused,
+                             blin_infusion("c", resume, None, ug_per_day=28))
+    if pause_hours >= 4:
+        history.append(steroid_given("dr", resume - dt.timedelta(minutes=30)))
+    findings = view(kb, resume + dt.timedelta(hours=3), *history)
+    assert alarms(findings) == []
+    timeline = make_timeline(kb, now=resume + dt.timedelta(hours=3), hook="patient-view", resources=history)
+    assert timeline.positions["MedicationAdministration/c"].event == ("restart" if pause_hours >= 4
+                                                                      else "continuation")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -18,12 +19,14 @@ from tests.builders import (
     blin_infusion,
     blin_order,
     height,
+    iso,
+    medication_request,
     patient,
     steroid_given,
     steroid_order,
     weight,
 )
-from tests.med_helpers import alarms, one, run
+from tests.med_helpers import alarms, one, renderer, run
 
 C1 = at(2026, 3, 1, 10)
 MRD = "urn:blina-cds:regimen:mrd-positive"
@@ -68,14 +71,27 @@ def test_a_draft_or_active_steroid_order_satisfies_order_time(kb: Knowledge) -> 
     assert premed(active) == []
 
 
-def test_mrd_positive_adult_suggestion_is_prednisone_100mg(kb: Knowledge) -> None:
+def test_mrd_positive_adult_card_quotes_prednisone_but_suggests_orderable_dexamethasone_16mg(kb: Knowledge) -> None:
+    """The label says "prednisone 100 mg IV or equivalent (e.g., dexamethasone 16 mg)"; no IV prednisone is
+    marketed, so the suggestion creates the equivalent the label names, and the card says why."""
     findings = run(kb, now=C1, drafts=[blin_order("o", 28, instantiates=[MRD])], resources=adult())
     f = one(findings, "premed-missing")
     assert f.facts["regimen"] == "mrd-positive" and f.facts["regimen_why"] == "order-canonical"
+    assert (f.facts["required_agent"], f.facts["required_dose_mg"]) == ("prednisone", 100)
+    assert (f.facts["steroid_agent"], f.facts["steroid_dose_mg"], f.facts["suggested_equivalent"]) == (
+        "dexamethasone", 16, True)
     assert f.actions[0].resource is not None
     coding = f.actions[0].resource["medicationCodeableConcept"]["coding"][0]
     assert (coding["code"], f.actions[0].resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"]) \
-        == ("8640", 100)
+        == ("3264", 16)
+    card = renderer().render(f)
+    assert "prednisone 100 mg IV or equivalent" in (card.detail or "")
+    assert "dexamethasone 16 mg IV, the equivalent the label itself names" in (card.detail or "")
+    assert card.suggestions and card.suggestions[0].label.startswith("Order dexamethasone 16 mg IV")
+    # and the order it creates satisfies the rule
+    created = {**f.actions[0].resource, "id": "dx16"}
+    assert premed(run(kb, now=C1, drafts=[blin_order("o", 28, instantiates=[MRD]), created],
+                      resources=adult())) == []
 
 
 def test_child_gets_5_mg_per_m2_capped(kb: Knowledge) -> None:
@@ -248,3 +264,83 @@ def test_continuation_needs_no_premedication(kb: Knowledge) -> None:
     findings = run(kb, now=at(2026, 3, 3, 10), drafts=[blin_order("o", 9, start=at(2026, 3, 3, 10, 10))],
                    resources=[*history, *adult()])
     assert premed(findings) == []
+
+
+# ---------------------------------------------------------------- premedication orders have a time (issue 6 item 8)
+
+
+@pytest.mark.parametrize(("timing", "expected"), [
+    # Decadron via an order set: timing.event 1 h before the start → on time
+    ({"event": [iso(C1 - dt.timedelta(hours=1))]}, []),
+    ({"repeat": {"boundsPeriod": {"start": iso(C1 - dt.timedelta(minutes=30))}}}, []),
+    # scheduled 3 h before the start: within the 24 h look-back, outside the 1 h window
+    ({"event": [iso(C1 - dt.timedelta(hours=3))]}, [("premed-timing", "warning")]),
+    # scheduled 3 days after the start: counts as nothing for it
+    ({"repeat": {"boundsPeriod": {"start": iso(C1 + dt.timedelta(days=3))}}}, [("premed-missing", "warning")]),
+    ({"event": [iso(C1 + dt.timedelta(minutes=10))]}, [("premed-missing", "warning")]),
+    # two scheduled doses, one in the window: it counts
+    ({"event": [iso(C1 - dt.timedelta(minutes=40)), iso(C1 + dt.timedelta(hours=8))]}, []),
+    # scheduled 2 days before: outside the look-back entirely
+    ({"event": [iso(C1 - dt.timedelta(days=2))]}, [("premed-missing", "warning")]),
+])
+def test_a_steroid_draft_counts_only_by_its_scheduled_time(
+    kb: Knowledge, timing: dict[str, Any], expected: list[tuple[str, str]],
+) -> None:
+    draft = steroid_order("dx", timing=timing, authored_on=C1 - dt.timedelta(hours=2))
+    findings = run(kb, now=C1 - dt.timedelta(hours=2), drafts=[blin_order("o", 9, start=C1), draft],
+                   resources=adult())
+    assert premed(findings) == expected
+
+
+def test_a_steroid_timed_after_the_start_is_named_on_the_missing_card(kb: Knowledge) -> None:
+    later = C1 + dt.timedelta(days=3)
+    draft = steroid_order("dx", start=later)
+    f = one(run(kb, now=C1 - dt.timedelta(hours=1), drafts=[blin_order("o", 9, start=C1), draft],
+                resources=adult()), "premed-missing")
+    assert f.facts["orders_not_counted"] == [{"ref": "MedicationRequest/dx", "agent": "dexamethasone",
+                                              "why": "after-start", "at": later.isoformat(timespec="minutes")}]
+    assert "is scheduled after the start" in (renderer().render(f).detail or "")
+
+
+def test_authored_on_is_never_a_scheduled_time(kb: Knowledge) -> None:
+    """An untimed order written 3 h before: its authoredOn says when it was written, not when it is given."""
+    draft = steroid_order("dx", authored_on=C1 - dt.timedelta(hours=3))
+    findings = run(kb, now=C1 - dt.timedelta(hours=1), drafts=[blin_order("o", 9, start=C1), draft],
+                   resources=adult())
+    assert premed(findings) == []  # untimed: counted by the [order_timing] policy
+
+
+def test_untimed_steroid_order_policy_counts_and_the_card_says_so(kb: Knowledge) -> None:
+    low = steroid_order("dx", dose=8)  # untimed and below the dose: the dose card states the timing assumption
+    f = one(run(kb, now=C1 - dt.timedelta(hours=1), drafts=[blin_order("o", 9, start=C1), low],
+                resources=adult()), "premed-dose")
+    assert f.facts["given_untimed"] is True
+    assert "has no scheduled time: it is counted as given within the window" in (renderer().render(f).detail or "")
+
+
+def test_untimed_steroid_order_does_not_count_when_the_site_says_so(kb: Knowledge) -> None:
+    policy = kb.premedication.order_timing.model_copy(update={"untimed_orders_count": False})
+    strict = dataclasses.replace(kb, premedication=kb.premedication.model_copy(update={"order_timing": policy}))
+    f = one(run(strict, now=C1 - dt.timedelta(hours=1), drafts=[blin_order("o", 9, start=C1), steroid_order("dx")],
+                resources=adult()), "premed-missing")
+    assert [n["why"] for n in f.facts["orders_not_counted"]] == ["untimed"]
+    assert "counts only timed steroid orders" in (renderer().render(f).detail or "")
+
+
+def test_sandbox_draft_with_date_only_and_pill_unit_is_not_judged_on_dose(kb: Knowledge) -> None:
+    """The CDS Hooks Sandbox sends date-only bounds and ``{pill}`` doses: the dose check is skipped (not "too
+    low"), and dose-unverifiable lists both skipped checks with what to record."""
+    pill = medication_request(
+        "request-123", codings=({"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197582",
+                                 "display": "Dexamethasone 4 MG Oral Tablet"},),
+        dose_and_rate=[{"doseQuantity": {"value": 5, "system": "http://unitsofmeasure.org", "code": "{pill}"}}],
+        start=C1.date().isoformat())
+    findings = run(kb, now=C1 - dt.timedelta(hours=1), drafts=[blin_order("o", 9, start=C1), pill],
+                   resources=adult())
+    assert premed(findings) == []
+    f = one(findings, "dose-unverifiable")
+    assert f.facts["problems"] == ["steroid-dose-unit", "steroid-date-only"]
+    assert f.facts["steroid_units"] == ["dexamethasone {pill}"]
+    detail = renderer().render(f).detail or ""
+    assert "skipped the premedication dose check. Record the steroid dose in mg" in detail
+    assert "skipped the premedication timing check" in detail

@@ -95,3 +95,26 @@ def test_a_stopped_bags_dose_is_not_spread_over_its_short_period(kb: Knowledge) 
     (p,) = infusions(kb, medication_administration("a", status="stopped", start=at(2026, 3, 1, 9),
                                                    end=at(2026, 3, 1, 13, 30), dose=quantity(196, "ug")))
     assert p.ug_per_day is None
+
+
+def test_rate_verify_each_shift_does_not_end_the_running_bag(kb: Knowledge) -> None:
+    """Epic "Rate Verify": a point record at the running rate inside the bag is no bag of its own."""
+    bag = blin_infusion("bag", at(2026, 3, 8, 10), None, ug_per_day=28)
+    verify = medication_administration("rv", effective=at(2026, 3, 9, 7), rate=quantity(28, "ug/d"))
+    changed = medication_administration("rc", effective=at(2026, 3, 9, 19), rate=quantity(9, "ug/d"))
+    got = infusions(kb, bag, verify)
+    assert [p.ref for p in got] == ["MedicationAdministration/bag"] and got[0].end is None
+    assert [p.ref for p in infusions(kb, bag, verify, changed)] == [
+        "MedicationAdministration/bag", "MedicationAdministration/rc"]
+
+
+def test_pump_rate_in_ml_per_hour_reads_the_dose_the_mar_line_states(kb: Knowledge) -> None:
+    ma = medication_administration("b", start=at(2026, 3, 8, 10), status="in-progress",
+                                   rate=quantity(10, "mL/hr", code="mL/h"))
+    ma["dosage"]["text"] = "blinatumomab (BLINCYTO) 28 mcg/24 hr at 10 mL/hr"
+    (period,) = infusions(kb, ma)
+    assert period.ug_per_day == pytest.approx(28) and period.dose is not None and period.dose.basis == "text"
+    del ma["dosage"]["text"]
+    (period,) = infusions(kb, ma)
+    assert period.ug_per_day is None and period.dose is not None
+    assert period.dose.problem == "rate-without-concentration"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from service.knowledge import Knowledge
 from service.timeline.course import CURRENT
 from service.timeline.model import CoursePosition
@@ -74,14 +76,39 @@ def test_explicit_text_wins_and_the_derived_position_is_kept(kb: Knowledge) -> N
     assert (p.derived_cycle, p.derived_day) == (1, 20)  # the 24 h interruption does not count as a day
 
 
-def test_dose_increase_after_an_adverse_event_restart_is_a_re_escalation(kb: Knowledge) -> None:
+@pytest.mark.parametrize(("now", "event"), [
+    (at(2026, 3, 19, 10), "re-escalation"),   # 7 days after the restart at 9 µg/day: the scheduled escalation
+    (at(2026, 3, 15, 10), "dose-change"),     # 3 days after: a dose problem, never a premedication trigger
+])
+def test_dose_increase_after_an_adverse_event_restart_is_a_re_escalation_only_after_7_days(
+    kb: Knowledge, now: dt.datetime, event: str,
+) -> None:
     history = [
         blin_infusion("a", C1, at(2026, 3, 10, 10), ug_per_day=28, status="stopped", status_reason="adverse event"),
         blin_infusion("b", at(2026, 3, 12, 10), None, ug_per_day=9),
     ]
-    p = position(kb, blin_order("o", 28), *history, now=at(2026, 3, 15, 10))
-    assert p.event == "re-escalation"
+    p = position(kb, blin_order("o", 28), *history, now=now)
+    assert p.event == event
     assert p.ae_restart_at == at(2026, 3, 12, 10)
+
+
+@pytest.mark.parametrize(("day", "event"), [(3, "dose-change"), (8, "step"), (10, "step")])
+def test_a_rate_increase_in_cycle_1_is_a_step_only_from_day_8(kb: Knowledge, day: int, event: str) -> None:
+    """28 µg/day on C1D3 is a pump or order error, not a step dose; a late step (day 10) is still the step."""
+    change = C1 + dt.timedelta(days=day - 1)
+    history = [blin_infusion("a", C1, change, ug_per_day=9), blin_infusion("b", change, None, ug_per_day=28)]
+    timeline = make_timeline(kb, now=change + dt.timedelta(hours=2), hook="patient-view", resources=history)
+    assert timeline.positions["MedicationAdministration/b"].event == event
+    assert timeline.positions["MedicationAdministration/b"].day == day
+    assert timeline.positions[CURRENT].event == ("cycle-start" if event == "dose-change" else "step")
+
+
+@pytest.mark.parametrize(("text", "event"), [("Cycle 2 Day 1", "cycle-start"), ("Cycle 1 Day 8", "step"),
+                                            ("Cycle 1 Day 12", "continuation")])
+def test_text_without_history_is_not_compared_with_a_default(kb: Knowledge, text: str, event: str) -> None:
+    p = position(kb, blin_order("o", 28, text=text), now=at(2026, 3, 21, 10))
+    assert (p.source, p.event) == ("order-text", event)
+    assert (p.derived_cycle, p.derived_day, p.previous_cycle) == (None, None, None)
 
 
 def test_current_position_reports_the_event_that_started_the_run(kb: Knowledge) -> None:

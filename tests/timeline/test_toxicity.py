@@ -162,20 +162,24 @@ def test_bad_toxicity_knowledge_stops_start_up_naming_file_and_key(tmp_path: Pat
 
 
 def test_restart_dose_is_stated_once_and_confirmed_regimens_must_exist(tmp_path: Path) -> None:
-    """The restart dose lives in regimens.toml [ae_restart] and the 45 kg band in dosing.toml: toxicity.toml
-    no longer repeats them (a copy could drift); the regimens it calls confirmed must exist."""
+    """The restart dose and the regimens it is confirmed for live in regimens.toml [ae_restart], the 45 kg band in
+    dosing.toml: toxicity.toml no longer repeats them (a copy could drift); the confirmed regimens must exist."""
     shutil.copytree(DEFAULT_KNOWLEDGE_DIR, tmp_path / "kb")
     path = tmp_path / "kb" / "toxicity.toml"
     original = path.read_text(encoding="utf-8")
     section = original[original.index("[restart_dose]"):original.index("[scope]")]
     keys = {line.split("=")[0].strip() for line in section.splitlines()[1:] if "=" in line and not line.startswith("#")}
-    assert keys == {"dose_match_tolerance", "confirmed_regimens", "source", "reviewed_on", "confidence"}
-    path.write_text(original.replace("[restart_dose]\n", "[restart_dose]\nug_per_day = 9\n", 1), encoding="utf-8")
-    with pytest.raises(KnowledgeError, match=r"toxicity.toml: restart_dose.ug_per_day: Extra inputs"):
-        load_knowledge(tmp_path / "kb")
-    path.write_text(original.replace('confirmed_regimens = ["relapsed-refractory"]', 'confirmed_regimens = ["rr"]', 1),
-                    encoding="utf-8")
-    with pytest.raises(KnowledgeError, match=r"restart_dose.confirmed_regimens: unknown regimen 'rr'"):
+    assert keys == {"dose_match_tolerance", "source", "reviewed_on", "confidence"}
+    for extra in ("ug_per_day = 9", 'confirmed_regimens = ["relapsed-refractory"]'):
+        path.write_text(original.replace("[restart_dose]\n", f"[restart_dose]\n{extra}\n", 1), encoding="utf-8")
+        with pytest.raises(KnowledgeError, match=r"toxicity.toml: restart_dose\.\w+: Extra inputs"):
+            load_knowledge(tmp_path / "kb")
+    path.write_text(original, encoding="utf-8")
+    regimens = tmp_path / "kb" / "regimens.toml"
+    text = regimens.read_text(encoding="utf-8")
+    regimens.write_text(text.replace('confirmed_regimens = ["relapsed-refractory"]', 'confirmed_regimens = ["rr"]', 1),
+                        encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"regimens.toml.*confirmed_regimens: 'rr' is not a \[regimens.\*\] table"):
         load_knowledge(tmp_path / "kb")
 
 

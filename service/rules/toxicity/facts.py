@@ -86,7 +86,7 @@ def restart_dose(ctx: Context) -> dict[str, Any]:
         "regimen_label": spec.label,
         "regimen_why": regimen.why,
         "regimen_evidence": regimen.evidence,
-        "restart_dose_confirmed": regimen.id in kb.toxicity.restart_dose.confirmed_regimens,
+        "restart_dose_confirmed": regimen.id in kb.regimens.ae_restart.confirmed_regimens,
         "restart_ug_per_day": num(ae.ug_per_day),
         "restart_ug_per_m2_per_day": num(ae.ug_per_m2_per_day),
         "escalate_ug_per_day": num(full.ug_per_day) if full else None,

@@ -35,7 +35,7 @@ from service.pipeline import Engine
 from service.render import CardRenderer
 from service.routes import router
 from service.rules import RULE_IDS
-from service.settings import Settings, get_settings
+from service.settings import DEFAULT_CARDS_DIR, DEFAULT_KNOWLEDGE_DIR, Settings, get_settings
 from service.store import CardMap, open_store
 
 log = logging.getLogger("blina_cds")
@@ -48,9 +48,10 @@ def _outcome(status: int, code: str, message: str) -> Response:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    kb = load_knowledge(settings.knowledge_dir)
+    kb = load_knowledge(DEFAULT_KNOWLEDGE_DIR, overlay=settings.knowledge_dir)  # a site folder: only what it changes
     catalog = build_catalog(kb)
-    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS)
+    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS, shipped_dir=DEFAULT_CARDS_DIR,
+                                 knowledge_hash=kb.fingerprint)
     issuers = (
         TrustedIssuers.from_file(settings.trusted_issuers_file)
         if settings.auth == "jwt" and settings.trusted_issuers_file is not None

@@ -202,10 +202,19 @@ class CardRenderer:
             "cardHash": f"sha256:{card_file.sha256}" if card_file else None,
         }
 
+    @staticmethod
+    def facts_of(finding: Finding) -> dict[str, Any]:
+        """What a card template sees: the finding's facts plus ``rule_id`` and ``indicator``."""
+        return {**finding.facts, "rule_id": finding.rule_id, "indicator": finding.indicator}
+
+    def full_summary(self, finding: Finding) -> str:
+        """The summary as the template words it, before any cut (``cards check`` measures this)."""
+        return " ".join(self._templates[finding.rule_id].summary.render(self.facts_of(finding)).split())
+
     def render(self, finding: Finding) -> Card:
         tpl = self._templates[finding.rule_id]
-        facts: dict[str, Any] = {**finding.facts, "rule_id": finding.rule_id, "indicator": finding.indicator}
-        summary = " ".join(tpl.summary.render(facts).split())
+        facts = self.facts_of(finding)
+        summary = self.full_summary(finding)
         if len(summary) > SUMMARY_LIMIT:
             log.warning("card summary truncated", extra={"rule_id": finding.rule_id, "length": len(summary)})
             summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"

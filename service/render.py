@@ -18,7 +18,8 @@ Card files, as an analyst writes them:
   source footer); a card uses them with ``{% include "context" %}`` or ``{% import "macros" as m %}``. A file
   whose name starts with ``_`` in the cards folder (e.g. ``_footer.md``) can be included by its name too.
 * **Newlines behave as written.** A line holding only ``{% … %}`` tags (or a ``{# … #}`` comment) disappears
-  with its newline; every other newline stays where it was typed, also after an inline ``{% endif %}``.
+  with its newline; every other newline stays where it was typed, also after an inline ``{% endif %}``. An
+  ``{% include %}`` line is a line of text: the included text ends where the line ended.
 * **Provenance.** Every card's ``extension["blina-cds.provenance"]`` names the rule id, the hash of the
   effective knowledge, and the card file used (name, ``shipped`` or ``site``, and a hash of the wording).
 """
@@ -59,8 +60,9 @@ def _escape_markdown(value: Any) -> Any:
 
 
 # A line holding only block tags and/or comments (and spaces): it is removed together with its newline.
-_TAG_ONLY_LINE = re.compile(r"^[ \t]*((?:\{%.*?%\}|\{#.*?#\})(?:[ \t]*(?:\{%.*?%\}|\{#.*?#\}))*)[ \t]*(?:\r?\n|\Z)",
-                            re.MULTILINE)
+# ``{% include %}`` writes text, so its line stays a line.
+_TAG = r"(?:\{%-?(?!\s*include\b).*?%\}|\{#.*?#\})"
+_TAG_ONLY_LINE = re.compile(rf"^[ \t]*({_TAG}(?:[ \t]*{_TAG})*)[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
 
 
 class _CardEnvironment(ImmutableSandboxedEnvironment):

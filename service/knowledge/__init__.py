@@ -81,11 +81,11 @@ def _validate(raw: _Raw, model: type[M]) -> M:
         raise KnowledgeError(first["msg"], file=raw.file_for(key), key=key) from None
 
 
-def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted path, value) of every non-table value; lists are values."""
+def _leaves(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(key path, value) of every non-table value; lists are values. Keys may hold dots (URLs)."""
     if isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _leaves(v, f"{path}.{k}" if path else str(k))
+            yield from _leaves(v, (*path, str(k)))
     else:
         yield path, value
 
@@ -97,17 +97,16 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _lookup(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+def _lookup(data: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
     node: Any = data
-    for part in path.split("."):
+    for part in path:
         if not isinstance(node, Mapping) or part not in node:
             return False, None
         node = node[part]
     return True, node
 
 
-def _tunable(path: str, patterns: tuple[str, ...]) -> bool:
-    parts = path.split(".")
+def _tunable(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
     for pattern in patterns:
         pat = pattern.split(".")
         if len(parts) >= len(pat) and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pat, strict=False)):
@@ -168,8 +167,8 @@ def _read_all(directory: Path, overlay: Path | None) -> dict[str, _Raw]:
                 raise KnowledgeError(
                     f"not site-tunable (site policy is listed in service/knowledge/{SITE_TUNABLE_FILE}); "
                     "label facts change only in the shipped knowledge, with a pharmacist's review",
-                    file=site_label, key=leaf)
-            changed.append(leaf)
+                    file=site_label, key=".".join(leaf))
+            changed.append(".".join(leaf))
         raws[name] = _Raw(name, _merge(data, site), shipped_file=path.name, site_file=site_label,
                           site_paths=tuple(changed))
     return raws
@@ -215,7 +214,7 @@ def load_knowledge(directory: Path = SHIPPED_DIR, *, overlay: Path | None = None
         toxicity=_validate(raws["toxicity"], Toxicity).checked(codes),
         **_medication_knowledge(raws, codes),
         fingerprint=_fingerprint(raws),
-        site_overrides={r.site_file: r.site_paths for r in raws.values() if r.site_file},
+        site_overrides={r.site_file: r.site_paths for r in raws.values() if r.site_file and r.site_paths},
     )
     _check_shared_facts(kb)
     return kb

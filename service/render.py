@@ -62,14 +62,19 @@ def _escape_markdown(value: Any) -> Any:
 # A line holding only block tags and/or comments (and spaces): it is removed together with its newline.
 # ``{% include %}`` writes text, so its line stays a line.
 _TAG = r"(?:\{%-?(?!\s*include\b).*?%\}|\{#.*?#\})"
-_TAG_ONLY_LINE = re.compile(rf"^[ \t]*({_TAG}(?:[ \t]*{_TAG})*)[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
+_TAG_ONLY_LINE = re.compile(rf"^[ \t]*({_TAG}(?:[ \t]*{_TAG})*)[ \t]*(\r?\n|\Z)", re.MULTILINE)
+
+
+def _drop_tag_only_lines(source: str) -> str:
+    """The newline of a tag-only line goes into a comment: no output, and line numbers stay the file's."""
+    return _TAG_ONLY_LINE.sub(lambda m: m.group(1) + ("{#" + m.group(2) + "#}" if m.group(2) else ""), source)
 
 
 class _CardEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with "newlines behave as written": only a line of nothing but tags vanishes."""
 
     def preprocess(self, source: str, name: str | None = None, filename: str | None = None) -> str:
-        return super().preprocess(_TAG_ONLY_LINE.sub(r"\1", source), name, filename)
+        return super().preprocess(_drop_tag_only_lines(source), name, filename)
 
 
 def _environments(loader: BaseLoader | None = None) -> tuple[ImmutableSandboxedEnvironment,

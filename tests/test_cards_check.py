@@ -10,12 +10,12 @@ import pytest
 
 from service import cli, examples
 from service.errors import KnowledgeError
+from service.knowledge import load_knowledge
 from service.main import create_app
 from service.render import PROVENANCE_KEY
 from service.rules import RULE_IDS
 from service.settings import DEFAULT_CARDS_DIR, Settings
 from service.tools.cards_check import WORST_CASE_TEXT, check, findings_for_check
-from service.knowledge import load_knowledge
 
 SEIZURE = (DEFAULT_CARDS_DIR / "seizure.toml").read_text()
 

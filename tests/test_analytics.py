@@ -17,7 +17,7 @@ import pytest
 from service import cli, examples
 from service.store import IssuedCard, IssuedCardWriter, SqlFeedbackStore
 from tests.conftest import ORDER_SIGN, PATIENT_VIEW, AppFactory, outcome_fields
-from tests.test_store import accepted, overridden, store, store_url  # noqa: F401 — both backends, as there
+from tests.test_store import accepted, overridden
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 ISSUED_COLUMNS = {"card_uuid", "service_id", "rule_id", "indicator", "issued_at"}
@@ -119,7 +119,7 @@ async def test_writer_close_writes_what_is_still_queued(store: SqlFeedbackStore)
 
 
 async def test_hook_cards_are_recorded_and_the_override_shows_in_the_report(make_app: AppFactory,
-                                                                             store_url: str) -> None:  # noqa: F811
+                                                                             store_url: str) -> None:
     app, client = await make_app(database_url=store_url)
     now = examples.parse_instant("2026-02-19T12:00:00Z")
     response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=examples.request_for(

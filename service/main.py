@@ -20,7 +20,6 @@ import httpx
 import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +29,7 @@ from service import __version__, logs, metrics
 from service.analytics import router as analytics_router
 from service.auth import JwtVerifier, TrustedIssuers
 from service.catalog import build_catalog
+from service.cors import LoggedCORSMiddleware
 from service.errors import AuthError, CdsServiceError, InvalidRequest
 from service.knowledge import load_knowledge
 from service.pipeline import Engine
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(_AccessLog)
     origins = settings.cors_origin_list
     app.add_middleware(
-        CORSMiddleware,
+        LoggedCORSMiddleware,  # CORSMiddleware that logs a refused preflight ("CORS refused: …")
         allow_origins=origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Accept"],

@@ -138,6 +138,9 @@ def example_findings(kb: Knowledge, *, examples_dir: Path | None = None) -> tupl
     if not kb.fingerprint or key not in _CACHE:
         names = examples.names() if examples_dir is None else sorted(
             p.parent.name for p in root.glob("*/manifest.json"))
+        if not names:
+            return {}, [Problem(str(root), None, "no example patients here: cards are checked against the findings "
+                                                 "of fhir_examples/; set BLINA_CDS_EXAMPLES_DIR to that folder")]
         result = _run(lambda: _example_findings(kb, names))
         if not kb.fingerprint:
             return result
@@ -195,8 +198,13 @@ def _template_line(exc: BaseException) -> int | None:
 
 def check_renderer(renderer: CardRenderer, found: Mapping[str, list[Example]],
                    rule_ids: Iterable[str] = RULE_IDS) -> list[Problem]:
-    """Placeholders, rendering and summary length of every card, against its rule's example findings."""
+    """Placeholders, rendering and summary length of every card, against its rule's example findings.
+
+    With no findings at all (no examples, or every one failed: reported by ``example_findings``), nothing to add.
+    """
     problems: list[Problem] = []
+    if not found:
+        return problems
     env = Environment()  # parsing only: the sandbox and loaders play no part in finding variable names
     for rule_id in rule_ids:
         tpl = renderer.templates[rule_id]

@@ -334,14 +334,14 @@ class SqlFeedbackStore:
 
         return await asyncio.to_thread(locked)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> int:
+    def _insert_new(self, table: Table, key: str) -> Any:
+        """An INSERT that skips a row whose ``key`` is already stored (idempotent retries)."""
         insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
         # preserve_rowcount: PostgreSQL inserts carry an implicit RETURNING, which hides rowcount.
-        stmt = (
-            insert(feedback_table)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .execution_options(preserve_rowcount=True)
-        )
+        return insert(table).on_conflict_do_nothing(index_elements=[key]).execution_options(preserve_rowcount=True)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> int:
+        stmt = self._insert_new(feedback_table, "dedupe_key")
         stored = 0
         issued_rule = select(issued_cards_table.c.rule_id).where(issued_cards_table.c.card_uuid == bindparam("uuid"))
         # One transaction for the batch: committed (and fsynced) when the block exits, or not at all.
@@ -353,12 +353,7 @@ class SqlFeedbackStore:
         return stored
 
     def _insert_issued(self, rows: list[dict[str, Any]]) -> int:
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        stmt = (
-            insert(issued_cards_table)
-            .on_conflict_do_nothing(index_elements=["card_uuid"])
-            .execution_options(preserve_rowcount=True)
-        )
+        stmt = self._insert_new(issued_cards_table, "card_uuid")
         with self._engine.begin() as conn:
             return sum(conn.execute(stmt, row).rowcount for row in rows)
 

@@ -16,6 +16,7 @@ from service.render import PROVENANCE_KEY
 from service.rules import RULE_IDS
 from service.settings import DEFAULT_CARDS_DIR, Settings
 from service.tools.cards_check import WORST_CASE_TEXT, check, findings_for_check
+from tests.test_knowledge import serve_exit_code
 
 SEIZURE = (DEFAULT_CARDS_DIR / "seizure.toml").read_text()
 
@@ -125,18 +126,8 @@ def test_a_broken_card_stops_start_up_with_file_and_reason(tmp_path: Path) -> No
 
 def test_serve_refuses_to_start_on_a_broken_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from service.settings import get_settings
-
     folder = site(tmp_path, "seizure.toml", SEIZURE.replace("{{ at }}:", "{{ at }:", 1))
-    monkeypatch.setattr("service.logs.configure_logging", lambda level: None)
-    monkeypatch.setenv("BLINA_CDS_AUTH", "off")
-    monkeypatch.setenv("BLINA_CDS_CARDS_DIR", str(folder))
-    monkeypatch.setenv("BLINA_CDS_DATABASE_URL", f"sqlite:///{tmp_path}/f.db")
-    get_settings.cache_clear()
-    try:
-        assert cli.main(["serve", "--port", "1"]) == 2
-    finally:
-        get_settings.cache_clear()
+    assert serve_exit_code(tmp_path, monkeypatch, cards_dir=str(folder)) == 2
     err = capsys.readouterr().err
     assert f"{folder / 'seizure.toml'}:" in err and "summary: template error" in err
 

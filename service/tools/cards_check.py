@@ -145,7 +145,8 @@ def example_findings(kb: Knowledge, *, examples_dir: Path | None = None) -> tupl
         if not kb.fingerprint:
             return result
         _CACHE[key] = result
-    return _CACHE[key]
+    found, problems = _CACHE[key]
+    return dict(found), list(problems)  # copies: callers add to them
 
 
 def findings_for_check(kb: Knowledge, *, examples_dir: Path | None = None) -> tuple[dict[str, list[Example]],
@@ -295,7 +296,7 @@ def check_at_start_up(renderer: CardRenderer, kb: Knowledge) -> None:
     if kb.fingerprint and key in _PASSED:
         return
     found, problems = findings_for_check(kb)
-    problems += check_renderer(renderer, found)
+    problems = problems + check_renderer(renderer, found)
     if not problems:
         _PASSED.add(key)
     if problems:

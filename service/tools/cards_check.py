@@ -217,7 +217,7 @@ def check_renderer(renderer: CardRenderer, found: Mapping[str, list[Example]],
             problems.append(Problem(label, None, f"no example in fhir_examples/ gives a '{rule_id}' finding, so this "
                                                  "card cannot be checked: add an example call that fires the rule"))
             continue
-        provided = {"rule_id", "indicator"} | {k for ex in ours for k in ex.finding.facts}
+        provided = {"rule_id", "indicator"} | {k for ex in ours for k in ex.finding.facts} | set(env.globals)
         for key, source in _template_fields(tpl):
             try:
                 used = meta.find_undeclared_variables(env.parse(source))

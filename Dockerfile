@@ -15,16 +15,19 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY cards ./cards
-RUN pip install . \
+# Start-up renders every card against the findings of the example patients (as `blina-cds cards check`).
+COPY fhir_examples ./fhir_examples
+# Installed in place (-e): the shipped cards/ and fhir_examples/ beside the package are then the defaults, and a
+# site's overlay folder (only the files it changes) falls back to them.
+RUN pip install -e . \
     && useradd --system --uid 10001 --home-dir /app blina \
     && mkdir -p /app/var \
     && chown blina /app/var
 
-# Card wording and knowledge can be replaced by mounting a site's copies and pointing these at them.
+# A site mounts folders holding only what it changes and sets BLINA_CDS_CARDS_DIR / BLINA_CDS_KNOWLEDGE_DIR.
 ENV BLINA_CDS_HOST=0.0.0.0 \
     BLINA_CDS_PORT=8000 \
     BLINA_CDS_WORKERS=2 \
-    BLINA_CDS_CARDS_DIR=/app/cards \
     BLINA_CDS_DATABASE_URL=sqlite:////app/var/blina-cds.db
 
 USER blina

@@ -48,10 +48,12 @@ $(FHIR_VENV)/.installed: | venv-support
 
 fhir-server: $(FHIR_VENV)/.installed
 
-## fhir-dev: run the test FHIR server on http://127.0.0.1:8091/fhir (for the Sandbox and `blina-cds examples load`)
+FHIR_PORT ?= 8091
+
+## fhir-dev: run the test FHIR server on http://127.0.0.1:$(FHIR_PORT)/fhir (default 8091; `make fhir-dev FHIR_PORT=8092`)
 fhir-dev: fhir-server
 	mkdir -p var/fhir-data
-	printf 'base_url: http://127.0.0.1:8091/fhir\nhost: 127.0.0.1\nport: 8091\ndata_dir: var/fhir-data\nsimulator:\n  enabled: false\nlog_inbound: false\n' > var/fhir-settings.yaml
+	printf 'base_url: http://127.0.0.1:$(FHIR_PORT)/fhir\nhost: 127.0.0.1\nport: $(FHIR_PORT)\ndata_dir: var/fhir-data\nsimulator:\n  enabled: false\nlog_inbound: false\n' > var/fhir-settings.yaml
 	$(FHIR_VENV)/bin/sekmet serve -c var/fhir-settings.yaml
 
 ## postgres: PostgreSQL from Debian (pg_virtualenv gives each test run a throw-away cluster)

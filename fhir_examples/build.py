@@ -1578,7 +1578,39 @@ def readme(examples: Sequence[Example]) -> str:
                 expect = "**quiet**" + (f" ({expect})" if expect else "")
             rows.append(f"| `{ex.name}/{call.id}` | {call.hook} | {ex.title}: {call.title} | {expect} |")
     details = "\n".join(f"- **{ex.name}**: {ex.description}" for ex in examples)
-    return README_HEAD + "\n".join(rows) + "\n\n## Examples\n\n" + details + "\n"
+    return (README_HEAD + "\n".join(rows) + "\n\n## Examples\n\n" + details + "\n\n" + SANDBOX_HEAD
+            + "\n".join(sandbox_rows(examples)) + "\n")
+
+
+SANDBOX_HEAD = """\
+## Open in the CDS Hooks Sandbox
+
+Each link opens one example patient's patient-view call in a locally built Sandbox on `http://127.0.0.1:8080`
+(its URL parameters `fhirServiceUrl`, `patientId`, `serviceDiscoveryURL`), with the FHIR server of `make fhir-dev`
+and the service of `make run`; load the examples first (see the project README, "Trying it in the CDS Hooks
+Sandbox"). Another port: change it in the link.
+
+| example / call | cards expected (patient-view) | Sandbox |
+|---|---|---|
+"""
+SANDBOX_URL = "http://127.0.0.1:8080/"
+SANDBOX_FHIR = "http://127.0.0.1:8091/fhir"
+SANDBOX_DISCOVERY = "http://127.0.0.1:8000/cds-services"
+
+
+def sandbox_rows(examples: Sequence[Example]) -> list[str]:
+    from urllib.parse import urlencode
+
+    rows = []
+    for ex in examples:
+        for call in ex.calls:
+            if call.hook != "patient-view":
+                continue
+            query = urlencode({"fhirServiceUrl": SANDBOX_FHIR, "patientId": f"ex-{ex.name}-{call.id}",
+                               "serviceDiscoveryURL": SANDBOX_DISCOVERY})
+            expect = ", ".join(f"`{r}`" for r in sorted({*call.expect, "therapy-status"}))
+            rows.append(f"| {ex.name} / {call.id} | {expect} | [open]({SANDBOX_URL}?{query}) |")
+    return rows
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -112,6 +112,7 @@ class TrustedIssuers:
                       "jku": ["https://ehr.example.org/.well-known/jwks.json"],
                       "fhir_servers": ["https://ehr.example.org/fhir"]}]}
 
+    An optional top-level ``"comment"`` string is a note for people (e.g. "local testing only") and is ignored.
     Each issuer needs ``jwks`` and/or ``jku``. ``fhir_servers`` is required (it may be empty:
     that issuer may then send no ``fhirServer``). Unknown fields are an error, so a typo stops
     start-up instead of silently weakening trust.
@@ -138,9 +139,11 @@ class TrustedIssuers:
         """Validate already-parsed JSON; errors are prefixed with ``source``."""
         if not isinstance(data, dict) or not isinstance(data.get("issuers"), list):
             raise ValueError(f'{source}: expected an object {{"issuers": [...]}}')
-        unknown = sorted(set(data) - {"issuers"})
+        unknown = sorted(set(data) - {"issuers", "comment"})
         if unknown:
             raise ValueError(f"{source}: unknown top-level field(s) {unknown}")
+        if not isinstance(data.get("comment", ""), str):
+            raise ValueError(f"{source}: comment: expected a string (a note for people; it is ignored)")
         if not data["issuers"]:
             raise ValueError(f"{source}: issuers: the list is empty, so no EHR could ever call")
         issuers: dict[str, TrustedIssuer] = {}

@@ -4,6 +4,11 @@
     blina-cds examples load --fhir-server URL [--name NAME ...]
     blina-cds examples list
     blina-cds examples request NAME CALL [--fhir-server URL]
+    blina-cds cards check [--cards-dir DIR] [--knowledge-dir DIR]
+    blina-cds preview REQUEST.json [--json]
+    blina-cds feedback report [--since DATE] [--format table|json|csv]
+
+The last three (analyst and tester tools) live in ``service.tools.commands``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sys
 from pydantic import ValidationError
 
 from service.errors import KnowledgeError
+from service.tools.commands import add_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     req.add_argument("call", help="call id (see the example's manifest.json)")
     req.add_argument("--fhir-server", help="drop the prefetch and set fhirServer, to exercise the FHIR fallback")
     ex.set_defaults(func=_examples)
+    add_commands(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -130,8 +130,11 @@ class StoreUnavailable(CdsServiceError):
 class KnowledgeError(Exception):
     """A knowledge or card file is invalid. Raised at start-up with the file and key named."""
 
-    def __init__(self, message: str, *, file: str, key: str | None = None) -> None:
-        where = f"{file}: {key}" if key else file
+    def __init__(self, message: str, *, file: str, key: str | None = None, line: int | None = None) -> None:
+        where = f"{file}:{line}" if line is not None else file
+        where = f"{where}: {key}" if key else where
         super().__init__(f"{where}: {message}")
         self.file = file
         self.key = key
+        self.line = line
+        self.reason = message

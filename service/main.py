@@ -20,23 +20,25 @@ import httpx
 import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__, logs, metrics
+from service.analytics import router as analytics_router
 from service.auth import JwtVerifier, TrustedIssuers
 from service.catalog import build_catalog
+from service.cors import LoggedCORSMiddleware
 from service.errors import AuthError, CdsServiceError, InvalidRequest
 from service.knowledge import load_knowledge
 from service.pipeline import Engine
 from service.render import CardRenderer
 from service.routes import router
 from service.rules import RULE_IDS
-from service.settings import Settings, get_settings
-from service.store import CardMap, open_store
+from service.settings import DEFAULT_CARDS_DIR, DEFAULT_KNOWLEDGE_DIR, Settings, get_settings
+from service.store import CardMap, IssuedCardWriter, open_store
+from service.tools.cards_check import check_at_start_up
 
 log = logging.getLogger("blina_cds")
 
@@ -48,9 +50,11 @@ def _outcome(status: int, code: str, message: str) -> Response:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    kb = load_knowledge(settings.knowledge_dir)
+    kb = load_knowledge(DEFAULT_KNOWLEDGE_DIR, overlay=settings.knowledge_dir)  # a site folder: only what it changes
     catalog = build_catalog(kb)
-    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS)
+    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS, shipped_dir=DEFAULT_CARDS_DIR,
+                                 knowledge_hash=kb.fingerprint)
+    check_at_start_up(renderer, kb)  # as `blina-cds cards check`: every card renders for its rule's examples
     issuers = (
         TrustedIssuers.from_file(settings.trusted_issuers_file)
         if settings.auth == "jwt" and settings.trusted_issuers_file is not None
@@ -72,6 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ) as http:
             store = open_store(settings.database_url)
             app.state.store = store
+            issued = IssuedCardWriter(store, queue_max=settings.issued_cards_queue_max,
+                                      batch_max=settings.issued_cards_batch_max,
+                                      flush_interval_s=settings.issued_cards_flush_s)
+            issued.start()
+            app.state.analytics_limits = (settings.analytics_reasons_max, settings.analytics_comments_max)
             app.state.verifier = (
                 JwtVerifier(
                     issuers,
@@ -91,10 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 card_map=CardMap(ttl_s=settings.card_map_ttl_s),
                 fhir_timeout_s=settings.fhir_timeout_s,
                 fhir_max_pages=settings.fhir_max_pages,
+                issued=issued,
             )
             try:
                 yield
             finally:
+                await issued.close()  # every issued card queued so far is written first
                 await store.close()
 
     app = FastAPI(
@@ -109,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.public_base_url = settings.public_base_url
     app.state.max_body_bytes = settings.max_body_bytes
     app.include_router(router)
+    app.include_router(analytics_router)
 
     @app.exception_handler(CdsServiceError)
     async def _service_error(request: Request, exc: CdsServiceError) -> Response:
@@ -133,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(_AccessLog)
     origins = settings.cors_origin_list
     app.add_middleware(
-        CORSMiddleware,
+        LoggedCORSMiddleware,  # CORSMiddleware that logs a refused preflight ("CORS refused: …")
         allow_origins=origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Accept"],

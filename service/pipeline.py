@@ -30,11 +30,12 @@ from service.knowledge import Knowledge
 from service.render import CardRenderer
 from service.rules import evaluate
 from service.schemas import Card, CdsResponse, HookRequest
+from service.store import IssuedCard
 from service.timeline import build_timeline, draft_resources, has_blinatumomab_draft
 
 if TYPE_CHECKING:
     from service.auth import Caller
-    from service.store import CardMap
+    from service.store import CardMap, IssuedCardWriter
 
 log = logging.getLogger("blina_cds.pipeline")
 
@@ -52,6 +53,8 @@ class Engine:
     card_map: CardMap
     fhir_timeout_s: float
     fhir_max_pages: int
+    issued: IssuedCardWriter | None = None
+    """Records every card returned (card → service, rule, indicator, time) for override analytics."""
 
 
 async def run(service: CdsService, request: HookRequest, *, caller: Caller, engine: Engine,
@@ -88,6 +91,11 @@ async def run(service: CdsService, request: HookRequest, *, caller: Caller, engi
         engine.card_map.remember(card.uuid, finding.rule_id, time.monotonic())
         metrics.CARDS.labels(service=service.id, rule_id=finding.rule_id, indicator=finding.indicator).inc()
         cards.append(card)
+    if engine.issued is not None and cards:  # queued, written in the background
+        await engine.issued.record([
+            IssuedCard(card_uuid=c.uuid, service_id=service.id, rule_id=f.rule_id, indicator=f.indicator, issued_at=now)
+            for c, f in zip(cards, findings, strict=True)
+        ])
     log.info("hook answered", extra={"cards": len(cards), "states": resolved.states})
     return CdsResponse(cards=cards)
 

@@ -141,6 +141,8 @@ class Card(_Out):
     selectionBehavior: Literal["at-most-one", "any"] | None = None
     overrideReasons: list[Coding] | None = Field(default=None, min_length=1)
     links: list[Link] | None = Field(default=None, min_length=1)
+    extension: dict[str, Any] | None = None
+    """Provenance (``blina-cds.provenance``: rule id, knowledge hash, card file); see ``service.render``."""
 
     @model_validator(mode="after")
     def _spec_invariants(self) -> Card:

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     """A JWT whose ``exp`` is further ahead than this is refused (the ``jti`` replay cache holds each until ``exp``)."""
     log_level: str = "INFO"
 
+    # --- analyst tools: issued-card record and override analytics (service/store.py, service/analytics.py)
+    issued_cards_queue_max: int = Field(default=10_000, ge=1)
+    """Issued cards waiting to be written; when full (store unreachable) a hook call waits rather than lose one."""
+    issued_cards_batch_max: int = Field(default=500, ge=1)
+    """Issued cards written per transaction."""
+    issued_cards_flush_s: float = Field(default=0.2, gt=0)
+    """Longest an issued card waits before its batch is written."""
+    analytics_reasons_max: int = Field(default=5, ge=1)
+    """Override reasons listed per rule in the feedback report."""
+    analytics_comments_max: int = Field(default=10, ge=0)
+    """Clinicians' comments listed per rule in the feedback report (newest first)."""
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

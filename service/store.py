@@ -20,13 +20,22 @@ added. SQLAlchemy Core with a sync engine runs in a worker thread so the event l
 blocks on the disk or the network.
 
 ``CardMap`` (below) is the short-lived card uuid → rule id map that fills ``rule_id``.
+
+Issued cards (``issued_cards``): card uuid → service id, rule id, indicator, issue time — no patient data.
+``IssuedCardWriter`` records them in the background in batches, so a hook call never waits on the disk; feedback
+takes its rule id from there when the in-process card map does not know the card (another replica, a restart),
+and ``feedback_report()`` counts cards issued per rule beside accepted and overridden ones, so an override rate
+can be computed. The table is indexed on ``issued_at`` so an expiry (a ``DELETE … WHERE issued_at < cutoff``)
+can be added without a schema change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -41,24 +50,29 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
+    distinct,
     event,
     func,
+    literal,
     select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeDecorator
 
+_log = logging.getLogger("blina_cds.store")
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -130,6 +144,11 @@ class FeedbackStore(Protocol):
         """Every row, oldest first, timestamps aware UTC; for tests and operations."""
         ...
 
+    async def feedback_report(self, *, since: datetime | None = None, reasons_max: int = 5,
+                              comments_max: int = 10) -> list[RuleReport]:
+        """Per-rule override analytics (see ``SqlFeedbackStore.feedback_report``)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -178,6 +197,64 @@ feedback_table = Table(
 )
 
 
+issued_cards_table = Table(
+    "issued_cards",
+    metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    Column("service_id", Text, nullable=False),
+    Column("rule_id", Text, nullable=False),
+    Column("indicator", String(16), nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
+)
+_issued_at_index = Index("ix_issued_cards_issued_at", issued_cards_table.c.issued_at)
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """One card a hook call returned. Nothing here identifies a patient."""
+
+    card_uuid: str
+    service_id: str
+    rule_id: str
+    indicator: str
+    issued_at: datetime
+
+    def __post_init__(self) -> None:
+        _require_aware(self.issued_at, name="issued_at")
+
+
+@dataclass(frozen=True)
+class RuleReport:
+    """Per rule: what ``blina-cds feedback report`` and ``GET /analytics/feedback`` show."""
+
+    rule_id: str
+    issued: int
+    accepted: int
+    """Cards with at least one ``accepted`` feedback."""
+    overridden: int
+    """Cards with at least one ``overridden`` feedback."""
+    top_override_reasons: tuple[tuple[str, str | None, int], ...]
+    """(code, display, count), most frequent first."""
+    comments: tuple[str, ...]
+    """The newest free-text comments, at most the report's bound."""
+
+    @property
+    def override_rate(self) -> float | None:
+        """Overridden / issued; None when no issued card is on record (e.g. cards issued before the record began)."""
+        return round(self.overridden / self.issued, 4) if self.issued else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "issued": self.issued,
+            "accepted": self.accepted,
+            "overridden": self.overridden,
+            "override_rate": self.override_rate,
+            "top_override_reasons": [{"code": c, "display": d, "count": n} for c, d, n in self.top_override_reasons],
+            "comments": list(self.comments),
+        }
+
+
 class SqlFeedbackStore:
     """``FeedbackStore`` over a SQLAlchemy engine; each call runs in a worker thread."""
 
@@ -198,6 +275,8 @@ class SqlFeedbackStore:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK_KEY})
             conn.execute(CreateTable(feedback_table, if_not_exists=True))
+            conn.execute(CreateTable(issued_cards_table, if_not_exists=True))
+            conn.execute(CreateIndex(_issued_at_index, if_not_exists=True))
 
     async def save(self, records: Sequence[FeedbackRecord], *, received_at: datetime) -> int:
         _require_aware(received_at, name="received_at")
@@ -208,6 +287,28 @@ class SqlFeedbackStore:
 
     async def count(self) -> int:
         return await self._run(self._count)
+
+    async def save_issued(self, cards: Sequence[IssuedCard]) -> int:
+        """Record issued cards in one transaction; a card already recorded is skipped. Returns how many were new."""
+        if not cards:
+            return 0
+        rows = [dataclasses.asdict(c) for c in cards]
+        return await self._run(self._insert_issued, rows)
+
+    async def fetch_issued(self) -> list[dict[str, Any]]:
+        """Every issued-card row, oldest first; for tests and operations."""
+        return await self._run(self._fetch_issued)
+
+    async def feedback_report(self, *, since: datetime | None = None, reasons_max: int = 5,
+                              comments_max: int = 10) -> list[RuleReport]:
+        """Per rule: cards issued (since ``since``), accepted, overridden, top override reasons, newest comments.
+
+        Feedback is counted by card (two feedback records on one card count once per outcome) and by the time
+        we received it; a feedback row without a rule id takes it from the issued-card record.
+        """
+        if since is not None:
+            _require_aware(since, name="since")
+        return await self._run(self._report, since, reasons_max, comments_max)
 
     async def ping(self) -> None:
         await self._run(self._ping)
@@ -233,20 +334,80 @@ class SqlFeedbackStore:
 
         return await asyncio.to_thread(locked)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> int:
+    def _insert_new(self, table: Table, key: str) -> Any:
+        """An INSERT that skips a row whose ``key`` is already stored (idempotent retries)."""
         insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
         # preserve_rowcount: PostgreSQL inserts carry an implicit RETURNING, which hides rowcount.
-        stmt = (
-            insert(feedback_table)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .execution_options(preserve_rowcount=True)
-        )
+        return insert(table).on_conflict_do_nothing(index_elements=[key]).execution_options(preserve_rowcount=True)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> int:
+        stmt = self._insert_new(feedback_table, "dedupe_key")
         stored = 0
+        issued_rule = select(issued_cards_table.c.rule_id).where(issued_cards_table.c.card_uuid == bindparam("uuid"))
         # One transaction for the batch: committed (and fsynced) when the block exits, or not at all.
         with self._engine.begin() as conn:
             for row in rows:
+                if row["rule_id"] is None:  # not in this process's card map: the issued-card record knows it
+                    row = {**row, "rule_id": conn.execute(issued_rule, {"uuid": row["card_uuid"]}).scalar()}
                 stored += conn.execute(stmt, row).rowcount
         return stored
+
+    def _insert_issued(self, rows: list[dict[str, Any]]) -> int:
+        stmt = self._insert_new(issued_cards_table, "card_uuid")
+        with self._engine.begin() as conn:
+            return sum(conn.execute(stmt, row).rowcount for row in rows)
+
+    def _fetch_issued(self) -> list[dict[str, Any]]:
+        with self._engine.connect() as conn:
+            result = conn.execute(select(issued_cards_table).order_by(issued_cards_table.c.issued_at,
+                                                                      issued_cards_table.c.card_uuid))
+            return [dict(m) for m in result.mappings()]
+
+    def _report(self, since: datetime | None, reasons_max: int, comments_max: int) -> list[RuleReport]:
+        f, i = feedback_table, issued_cards_table
+        rule = func.coalesce(f.c.rule_id, i.c.rule_id, literal("unknown")).label("rule")
+        joined = f.outerjoin(i, i.c.card_uuid == f.c.card_uuid)
+        fb_where = [f.c.received_at >= since] if since is not None else []
+        issued_where = [i.c.issued_at >= since] if since is not None else []
+        with self._engine.connect() as conn:
+            issued: dict[str, int] = {r: int(n) for r, n in conn.execute(
+                select(i.c.rule_id, func.count()).where(*issued_where).group_by(i.c.rule_id))}
+            outcomes: dict[str, dict[str, int]] = {}
+            for r, outcome, n in conn.execute(
+                select(rule, f.c.outcome, func.count(distinct(f.c.card_uuid)))
+                .select_from(joined).where(*fb_where).group_by(rule, f.c.outcome)
+            ):
+                outcomes.setdefault(r, {})[outcome] = int(n)
+            reasons: dict[str, list[tuple[str, str | None, int]]] = {}
+            for r, code, display, n in conn.execute(
+                select(rule, f.c.override_reason_code, func.max(f.c.override_reason_display), func.count())
+                .select_from(joined)
+                .where(f.c.outcome == "overridden", f.c.override_reason_code.is_not(None), *fb_where)
+                .group_by(rule, f.c.override_reason_code)
+                .order_by(func.count().desc(), f.c.override_reason_code)
+            ):
+                if len(reasons.setdefault(r, [])) < reasons_max:
+                    reasons[r].append((code, display, int(n)))
+            comments: dict[str, list[str]] = {}
+            for r, comment in conn.execute(
+                select(rule, f.c.user_comment).select_from(joined)
+                .where(f.c.user_comment.is_not(None), *fb_where)
+                .order_by(f.c.received_at.desc(), f.c.id.desc())
+            ):
+                if len(comments.setdefault(r, [])) < comments_max:
+                    comments[r].append(comment)
+        rules = sorted(set(issued) | set(outcomes))
+        return [
+            RuleReport(
+                rule_id=r,
+                issued=int(issued.get(r, 0)),
+                accepted=outcomes.get(r, {}).get("accepted", 0),
+                overridden=outcomes.get(r, {}).get("overridden", 0),
+                top_override_reasons=tuple(reasons.get(r, ())),
+                comments=tuple(comments.get(r, ())),
+            )
+            for r in rules
+        ]
 
     def _ping(self) -> None:
         with self._engine.connect() as conn:
@@ -326,6 +487,93 @@ class CardMap:
             self._entries.popitem(last=False)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+
+class IssuedCardWriter:
+    """Records issued cards off the hot path: a hook call enqueues them, one task writes them in batches.
+
+    A batch is written when ``batch_max`` cards wait or ``flush_interval_s`` has passed since its first card. A
+    write that fails is retried (every ``retry_s``) with the same batch, never dropped; while the database is
+    unreachable cards queue up to ``queue_max``, after which a hook call waits for room rather than lose a
+    record (the health check reports the store unreachable meanwhile). ``close()`` writes what is queued.
+
+        writer = IssuedCardWriter(store, queue_max=10_000, batch_max=500, flush_interval_s=0.2)
+        writer.start()                       # in the app's lifespan
+        await writer.record([IssuedCard(...)])
+        await writer.close()                 # before the store closes
+    """
+
+    def __init__(self, store: SqlFeedbackStore, *, queue_max: int, batch_max: int, flush_interval_s: float,
+                 retry_s: float = 1.0, close_attempts: int = 5) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[IssuedCard | None] = asyncio.Queue(maxsize=queue_max)
+        self._batch_max = batch_max
+        self._flush_interval_s = flush_interval_s
+        self._retry_s = retry_s
+        self._close_attempts = close_attempts
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="issued-card-writer")
+
+    async def record(self, cards: Sequence[IssuedCard]) -> None:
+        for card in cards:
+            await self._queue.put(card)
+
+    async def flush(self) -> None:
+        """Wait until every card recorded so far is written (for tests and shutdown)."""
+        await self._queue.join()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def close(self) -> None:
+        if self._task is None or self._closing:
+            return
+        self._closing = True
+        await self._queue.put(None)  # after every card already queued
+        await self._task
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                break
+            batch = [first]
+            deadline = loop.time() + self._flush_interval_s
+            while len(batch) < self._batch_max:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), max(deadline - loop.time(), 0))
+                except TimeoutError:
+                    break
+                if item is None:
+                    self._queue.task_done()
+                    stop = True
+                    break
+                batch.append(item)
+            await self._write(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _write(self, batch: list[IssuedCard]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._store.save_issued(batch)
+                return
+            except Exception:
+                if self._closing and attempt >= self._close_attempts:
+                    _log.exception("issued cards not recorded at shutdown", extra={"count": len(batch)})
+                    return
+                _log.exception("issued cards: store write failed, retrying", extra={"count": len(batch)})
+                await asyncio.sleep(self._retry_s)
 
 
 def open_store(database_url: str) -> SqlFeedbackStore:

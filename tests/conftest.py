@@ -21,7 +21,7 @@ from service.knowledge import Knowledge, load_knowledge
 from service.main import create_app
 from service.settings import DEFAULT_KNOWLEDGE_DIR, Settings
 
-pytest_plugins = ["tests.fhir_server"]
+pytest_plugins = ["tests.fhir_server", "tests.pg"]
 
 BASE_URL = "http://127.0.0.1:8000"
 ORDER_SIGN = "blinatumomab-order-sign"

@@ -1,5 +1,8 @@
 """PostgreSQL for tests: a parameter that skips without a server, and a clean schema per test.
 
+Also the ``store_url`` / ``store`` fixtures (a pytest plugin, see ``tests/conftest.py``): every test that takes
+them runs once on SQLite and once on PostgreSQL.
+
 The server comes from ``pg_virtualenv`` (Debian postgresql-common), which creates a throw-away
 cluster and exports PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE to the command it runs::
 
@@ -12,14 +15,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from _pytest.mark import ParameterSet
 from sqlalchemy import create_engine, text
 
-from service.store import engine_url
+from service.store import SqlFeedbackStore, engine_url, open_store
 
 ENV_VAR = "BLINA_CDS_TEST_POSTGRES_URL"
 SKIP_REASON = f"needs {ENV_VAR} (run under pg_virtualenv; see tests/pg.py)"
@@ -62,3 +66,22 @@ def isolated_schema(base_url: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", postgres_param()])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'var' / 'feedback.db'}"
+    else:
+        base = postgres_url()
+        if base is None:  # skipped locally; under CI a missing server is a failure
+            pytest.fail(SKIP_REASON, pytrace=False)
+        with isolated_schema(base) as url:
+            yield url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlFeedbackStore]:
+    opened = open_store(store_url)
+    yield opened
+    await opened.close()

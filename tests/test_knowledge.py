@@ -83,22 +83,28 @@ def test_a_site_copy_is_used_when_configured(tmp_path: Path) -> None:
     assert ("http://loinc.org", "9999-9") in loaded.codes.wanted("alt")
 
 
-def test_serve_refuses_to_start_on_bad_knowledge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def serve_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> int:
+    """``blina-cds serve`` with ``BLINA_CDS_<KEY>`` set from ``env`` (auth off, a scratch database)."""
     from service import cli
     from service.settings import get_settings
 
-    directory = copy_knowledge(tmp_path)
-    (directory / "labs.toml").write_text("typo_key = 1\n" + (directory / "labs.toml").read_text())
     monkeypatch.setattr("service.logs.configure_logging", lambda level: None)  # keep pytest's log capture
     monkeypatch.setenv("BLINA_CDS_AUTH", "off")
-    monkeypatch.setenv("BLINA_CDS_KNOWLEDGE_DIR", str(directory))
     monkeypatch.setenv("BLINA_CDS_DATABASE_URL", f"sqlite:///{tmp_path}/f.db")
+    for key, value in env.items():
+        monkeypatch.setenv(f"BLINA_CDS_{key.upper()}", value)
     get_settings.cache_clear()
     try:
-        assert cli.main(["serve", "--port", "1"]) == 2
+        return cli.main(["serve", "--port", "1"])
     finally:
         get_settings.cache_clear()
+
+
+def test_serve_refuses_to_start_on_bad_knowledge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    directory = copy_knowledge(tmp_path)
+    (directory / "labs.toml").write_text("typo_key = 1\n" + (directory / "labs.toml").read_text())
+    assert serve_exit_code(tmp_path, monkeypatch, knowledge_dir=str(directory)) == 2
     assert "labs.toml" in capsys.readouterr().err
 
 

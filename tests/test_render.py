@@ -118,7 +118,7 @@ def test_sandbox_blocks_python_internals(tmp_path: Path) -> None:
         ({"dose-limit": DOSE_CARD, "not-a-rule": DOSE_CARD}, "unknown rule ids: not-a-rule"),
         ({"dose-limit": 'summary = "x"\ndetail = "d"\nwords = "y"\n'}, "unknown keys ['words']"),
         ({"dose-limit": 'detail = "d"\n'}, "dose-limit.toml: summary"),
-        ({"dose-limit": 'summary = "{{ x"\ndetail = "d"\n'}, "dose-limit.toml: summary: template error"),
+        ({"dose-limit": 'summary = "{{ x"\ndetail = "d"\n'}, "dose-limit.toml:1: summary: template error"),
         ({"dose-limit": 'summary = "x"\ndetail = "d"\n[[override_reasons]]\ncode = "c"\n'},
          "dose-limit.toml: override_reasons[0]"),
         ({"dose-limit": "summary = \n"}, "not valid TOML"),

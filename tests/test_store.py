@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import event, text
 
 from service.store import CardMap, FeedbackRecord, FeedbackStore, SqlFeedbackStore, engine_url, open_store
-from tests.pg import SKIP_REASON, isolated_schema, postgres_param, postgres_url
 
 RECEIVED_AT = datetime(2025, 3, 4, 10, 0, 5, tzinfo=UTC)
 DAY = 24 * 3600.0
@@ -54,25 +52,6 @@ def overridden(**changes: Any) -> FeedbackRecord:
         user_comment="Discussed with attending.",
     )
     return dataclasses.replace(record, **changes)
-
-
-@pytest.fixture(params=["sqlite", postgres_param()])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'var' / 'feedback.db'}"
-    else:
-        base = postgres_url()
-        if base is None:  # skipped locally; under CI a missing server is a failure
-            pytest.fail(SKIP_REASON, pytrace=False)
-        with isolated_schema(base) as url:
-            yield url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlFeedbackStore]:
-    opened = open_store(store_url)
-    yield opened
-    await opened.close()
 
 
 # --- idempotency -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from service.catalog import build_catalog
 from service.errors import AuthError, CdsServiceError, InvalidRequest
 from service.knowledge import load_knowledge
 from service.pipeline import Engine
+from service.preview import mount as mount_preview
 from service.render import CardRenderer
 from service.routes import router
 from service.rules import RULE_IDS
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.public_base_url = settings.public_base_url
     app.state.max_body_bytes = settings.max_body_bytes
     app.include_router(router)
+    mount_preview(app, settings)  # /preview: development, or BLINA_CDS_PREVIEW=on
 
     @app.exception_handler(CdsServiceError)
     async def _service_error(request: Request, exc: CdsServiceError) -> Response:

@@ -4,7 +4,8 @@ Card text comes from card files an analyst edits and from the chart, so nothing 
 templates autoescape every string, the Markdown ``detail`` is rendered with raw HTML disabled (markdown-it
 escapes it and refuses ``javascript:`` links), and a link or source URL is only ever an ``href`` when it is
 http(s). Which card file a card came from: the provenance the card carries in its ``extension`` when there
-is one, else ``<rule id>.toml`` in the site's card folder, else in the shipped one.
+is one (a file name and whether the site's folder or the shipped one held it), else ``<rule id>.toml`` in the
+site's card folder, else in the shipped one.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def card_view(card: Mapping[str, Any], *, cards_dir: Path, shipped_cards_dir: Pa
         source_label=str(source.get("label", "")),
         source_url=http_url(source.get("url")),
         rule_id=rule_id,
-        card_file=provenance.get("cardfile") or card_file_of(rule_id, cards_dir=cards_dir,
-                                                             shipped_cards_dir=shipped_cards_dir),
+        card_file=card_file_of(rule_id, name=provenance.get("cardfile"), origin=provenance.get("cardorigin"),
+                               cards_dir=cards_dir, shipped_cards_dir=shipped_cards_dir),
         suggestions=tuple(_suggestion(s) for s in _dicts(card.get("suggestions"))),
         override_reasons=tuple(
             Reason(system=str(r.get("system", "")), code=str(r.get("code", "")),
@@ -106,15 +107,26 @@ def card_view(card: Mapping[str, Any], *, cards_dir: Path, shipped_cards_dir: Pa
     )
 
 
-def card_file_of(rule_id: str | None, *, cards_dir: Path, shipped_cards_dir: Path) -> str | None:
-    """The card file a rule's card is read from: the site's folder first, then the shipped one."""
-    if not rule_id or "/" in rule_id or "\\" in rule_id or rule_id.startswith("."):
+def card_file_of(rule_id: str | None, *, name: str | None = None, origin: str | None = None, cards_dir: Path,
+                 shipped_cards_dir: Path) -> str | None:
+    """The card file a card was rendered from, as a path an analyst can open.
+
+    ``name`` and ``origin`` (``site`` or ``shipped``) are the card's own provenance when it carries one; without
+    it the file is ``<rule id>.toml``, looked up in the site's folder first, then in the shipped one. A name that
+    resolves to no file is shown as given.
+    """
+    name = name or (f"{rule_id}.toml" if rule_id else None)
+    if not name:
         return None
-    for folder in (cards_dir, shipped_cards_dir):
-        path = folder / f"{rule_id}.toml"
-        if path.is_file():
-            return str(path)
-    return None
+    given = Path(name)
+    if given.is_absolute():
+        return name
+    folders = {"site": (cards_dir,), "shipped": (shipped_cards_dir,)}.get(origin or "", (cards_dir, shipped_cards_dir))
+    if given.name == name and not name.startswith("."):  # a bare file name, never a path out of the folders
+        for folder in folders:
+            if (folder / name).is_file():
+                return str(folder / name)
+    return name
 
 
 def _provenance(extension: Any, depth: int = 0) -> dict[str, str]:
@@ -128,7 +140,7 @@ def _provenance(extension: Any, depth: int = 0) -> dict[str, str]:
         return found
     for key, value in extension.items():
         name = str(key).lower().replace("-", "").replace("_", "").rsplit(".", 1)[-1].rsplit("/", 1)[-1]
-        if isinstance(value, str) and value.strip() and name in ("cardfile", "ruleid"):
+        if isinstance(value, str) and value.strip() and name in ("cardfile", "cardorigin", "ruleid"):
             found.setdefault(name, value.strip())
         elif isinstance(value, Mapping):
             for k, v in _provenance(value, depth + 1).items():

@@ -164,9 +164,7 @@ async def _examples_page(request: Request, settings: Settings, names: list[str])
         renderer = _fresh_renderer(settings)
     except KnowledgeError as exc:  # a broken card file: say which, show the examples without cards
         problem = str(exc)
-    preview_engine = (
-        dataclasses.replace(engine, renderer=renderer, card_map=CardMap(ttl_s=60)) if renderer is not None else None
-    )
+    preview_engine = _preview_engine(engine, renderer) if renderer is not None else None
     views = []
     for name in names:
         manifest = examples.load_manifest(name)
@@ -201,6 +199,17 @@ async def _run_call(view: CallView, name: str, *, settings: Settings, engine: En
     return dataclasses.replace(view, cards=tuple(
         card_view(c, cards_dir=settings.cards_dir, shipped_cards_dir=DEFAULT_CARDS_DIR) for c in cards
     ))
+
+
+def _preview_engine(engine: Engine, renderer: CardRenderer) -> Engine:
+    """The service's engine with the freshly loaded cards, remembering nothing of what it renders.
+
+    The example calls are not cards shown to a clinician: their uuids stay out of the feedback map, and any
+    record the engine keeps of cards issued (for override analytics) is switched off for them.
+    """
+    changes: dict[str, Any] = {"renderer": renderer, "card_map": CardMap(ttl_s=60)}
+    changes.update({f.name: None for f in dataclasses.fields(engine) if f.name == "issued"})
+    return dataclasses.replace(engine, **changes)
 
 
 def _fresh_renderer(settings: Settings) -> CardRenderer:

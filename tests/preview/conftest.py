@@ -107,8 +107,10 @@ def chromium_path() -> Path:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: Path) -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API runs an event loop of its own while open, which the async tests
+    of other modules (pytest-asyncio) cannot share, so it is closed when the browser tests' module ends."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

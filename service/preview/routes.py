@@ -112,9 +112,12 @@ def build_router(settings: Settings) -> APIRouter:
         return await _examples_page(request, settings, [name])
 
     @router.get("/order")
-    async def order_form(request: Request) -> Response:
+    async def order_form(request: Request, patient: str | None = None) -> Response:
         engine: Engine = request.app.state.engine
-        return _order_page(OrderForm.defaults(kb=engine.kb, now=_now()), engine=engine)
+        form = OrderForm.defaults(kb=engine.kb, now=_now())
+        if patient in {value for _, calls in patient_choices() for value, _ in calls}:
+            form.patient = patient
+        return _order_page(form, engine=engine)
 
     @router.post("/order")
     async def send_order(request: Request) -> Response:

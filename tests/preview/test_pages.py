@@ -227,3 +227,13 @@ def test_a_negative_dose_is_refused(kb: Knowledge) -> None:
     assert err.value.problems == ["dose: must be a number above 0", "steroid dose: must be a number above 0"]
 
 
+
+
+async def test_an_example_call_links_to_the_order_form_for_its_patient(make_app: AppFactory) -> None:
+    _, client = await make_app()
+    page = await client.get("/preview/examples/premed-missing")
+    assert '<a href="/preview/order?patient=premed-missing/c2d1-sign">' in page.text
+    form = await client.get("/preview/order", params={"patient": "premed-missing/c2d1-sign"})
+    assert '<option value="premed-missing/c2d1-sign" selected>' in form.text
+    unknown = await client.get("/preview/order", params={"patient": "<x>"})
+    assert '<option value="rr-adult-course/c1d1-sign" selected>' in unknown.text

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
@@ -65,7 +65,7 @@ _HEADERS = {
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make the browser send the form with "Origin: null"
     "Cache-Control": "no-store",
 }
 _NO_FHIR_SERVER = Caller(iss=None, fhir_servers=())
@@ -122,6 +122,8 @@ def build_router(settings: Settings) -> APIRouter:
     @router.post("/order")
     async def send_order(request: Request) -> Response:
         engine: Engine = request.app.state.engine
+        if not _same_origin(request):
+            return _page("error.html", status=403, message="Orders are sent from this page only (cross-site form).")
         try:
             fields = await _form_fields(request, settings.preview_max_form_bytes)
         except PayloadTooLarge as exc:
@@ -244,6 +246,21 @@ async def _form_fields(request: Request, limit: int) -> dict[str, str]:
         if len(body) > limit:
             raise PayloadTooLarge(limit=limit)
     return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+
+
+def _same_origin(request: Request) -> bool:
+    """A form posted from another site (a page the tester has open elsewhere) must not reach the hook endpoint.
+
+    Browsers say where a form came from (``Sec-Fetch-Site``, ``Origin``); a client that sends neither (curl, a
+    test) is not a browser being misused.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def _json_or_text(response: httpx.Response) -> Any:

@@ -237,3 +237,23 @@ async def test_an_example_call_links_to_the_order_form_for_its_patient(make_app:
     assert '<option value="premed-missing/c2d1-sign" selected>' in form.text
     unknown = await client.get("/preview/order", params={"patient": "<x>"})
     assert '<option value="rr-adult-course/c1d1-sign" selected>' in unknown.text
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://elsewhere.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site", "Origin": "http://127.0.0.1:8000"},
+    {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:8000"},
+])
+async def test_a_form_posted_from_another_site_is_refused(make_app: AppFactory, headers: dict[str, str]) -> None:
+    app, client = await make_app()
+    page = await client.post("/preview/order", data=form_fields(), headers=headers)
+    assert page.status_code == 403
+    assert "cross-site form" in page.text
+
+
+async def test_a_form_posted_from_the_page_itself_is_sent(make_app: AppFactory) -> None:
+    _, client = await make_app()
+    page = await client.post("/preview/order", data=form_fields(),
+                             headers={"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"})
+    assert page.status_code == 200 and 'data-status="200"' in page.text

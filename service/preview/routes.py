@@ -183,7 +183,7 @@ async def _examples_page(request: Request, settings: Settings, names: list[str])
         views.append(ExampleView(name=name, title=manifest.get("title", ""),
                                  description=manifest.get("description", ""), calls=tuple(calls)))
     return _page("examples.html", examples=views, card_problem=problem, cards_dir=str(settings.cards_dir),
-                 single=len(names) == 1)
+                 examples_dir=str(examples.examples_dir()), single=len(names) == 1)
 
 
 async def _run_call(view: CallView, name: str, *, settings: Settings, engine: Engine, now: dt.datetime) -> CallView:

@@ -257,3 +257,16 @@ async def test_a_form_posted_from_the_page_itself_is_sent(make_app: AppFactory) 
     page = await client.post("/preview/order", data=form_fields(),
                              headers={"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"})
     assert page.status_code == 200 and 'data-status="200"' in page.text
+
+
+async def test_without_examples_the_page_says_where_it_looked(make_app: AppFactory, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLINA_CDS_EXAMPLES_DIR", str(tmp_path / "none"))
+    _, client = await make_app()
+    page = await client.get("/preview")
+    assert page.status_code == 200
+    assert f"No examples found in {tmp_path / 'none'}" in page.text
+    pasted = '{"hook": "order-sign", "hookInstance": "h", "context": {"userId": "Practitioner/x", "patientId": "p"}}'
+    answer = await client.post("/preview/order", data=form_fields(request_json=pasted))
+    assert 'data-status="400"' in answer.text  # the endpoint's own validation
+    assert '<p class="problem">context.draftOrders: Field required</p>' in answer.text

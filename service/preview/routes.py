@@ -134,8 +134,9 @@ def build_router(settings: Settings) -> APIRouter:
         except FormError as exc:
             form.problems = exc.problems
             return _order_page(form, engine=engine, status=400)
+        public = urlsplit(settings.public_base_url)  # the app routes on the path alone: no base path prefix
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=request.app),
-                                     base_url=settings.public_base_url) as client:
+                                     base_url=f"{public.scheme}://{public.netloc}") as client:
             answer = await client.post(f"/cds-services/{service.id}", content=json.dumps(hook_request),
                                        headers={"Content-Type": "application/json"})
         body = _json_or_text(answer)

@@ -6,7 +6,7 @@ FHIR_VENV := .venv-fhir
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: install install-test run test test-fast lint bench fhir-server fhir-dev postgres venv-support clean
+.PHONY: install install-test run test test-fast lint bench fhir-server fhir-dev postgres chromium venv-support clean
 
 # Debian ships `venv`/`ensurepip` apart from Python (python3.11-venv): a fresh machine cannot create a venv
 # without it. Install it when we can (CI runs as root), otherwise say what is missing.
@@ -62,13 +62,19 @@ postgres:
 	  echo "installing PostgreSQL from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-common >/dev/null; }
 
+## chromium: Debian's Chromium for the /preview browser tests (Playwright drives it; it never downloads a browser)
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 ## test: install what the tests need, lint, and run the whole suite (SQLite and PostgreSQL, real FHIR server)
-test: install-test fhir-server postgres lint
+test: install-test fhir-server postgres chromium lint
 	pg_virtualenv sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// $(PY) -m pytest $(PYTEST_ARGS)'
 
-## test-fast: unit tests only (no FHIR server, no PostgreSQL)
+## test-fast: unit tests only (no FHIR server, no PostgreSQL, no browser)
 test-fast: install-test
-	$(PY) -m pytest -m "not fhir_server and not postgres" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not fhir_server and not postgres and not browser" $(PYTEST_ARGS)
 
 ## bench: hook-call latency and throughput against a local server (exits 1 when a target is missed)
 bench: install-test

@@ -33,6 +33,7 @@ from service.cors import LoggedCORSMiddleware
 from service.errors import AuthError, CdsServiceError, InvalidRequest
 from service.knowledge import load_knowledge
 from service.pipeline import Engine
+from service.preview import mount as mount_preview
 from service.render import CardRenderer
 from service.routes import router
 from service.rules import RULE_IDS
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.max_body_bytes = settings.max_body_bytes
     app.include_router(router)
     app.include_router(analytics_router)
+    mount_preview(app, settings)  # /preview: development, or BLINA_CDS_PREVIEW=on
 
     @app.exception_handler(CdsServiceError)
     async def _service_error(request: Request, exc: CdsServiceError) -> Response:

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     analytics_comments_max: int = Field(default=10, ge=0)
     """Clinicians' comments listed per rule in the feedback report (newest first)."""
 
+    # /preview — the analysts' and testers' page (service/preview). Unset: on exactly when auth is off
+    # (development, `make run`); a production deployment turns it on only with BLINA_CDS_PREVIEW=on.
+    preview: Literal["on", "off"] | None = None
+    preview_max_form_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    """Largest order-entry form accepted by /preview (a pasted hook request with its prefetch included)."""
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -78,6 +84,10 @@ class Settings(BaseSettings):
                 "(set BLINA_CDS_AUTH=off for local development only)"
             )
         return self
+
+    @property
+    def preview_enabled(self) -> bool:
+        return self.preview == "on" if self.preview is not None else self.auth == "off"
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import logging
 import re
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from service.rules.base import Finding
 from service.schemas import HookRequest
 from service.settings import DEFAULT_CARDS_DIR, DEFAULT_KNOWLEDGE_DIR
 from service.timeline import build_timeline
+
+log = logging.getLogger("blina_cds.cards")
 
 T = TypeVar("T")
 
@@ -236,9 +239,9 @@ def check_renderer(renderer: CardRenderer, found: Mapping[str, list[Example]],
                 problem = _render_one(renderer, finding, label=label, text=text, where=ex.where + variant)
                 if problem is None:
                     continue
-                key = (problem.line, problem.reason.split(" ", 1)[0])
-                if key not in seen:
-                    seen.add(key)
+                once = (problem.line, problem.reason.split(" ", 1)[0])
+                if once not in seen:
+                    seen.add(once)
                     problems.append(problem)
     return problems
 
@@ -297,6 +300,10 @@ def check_at_start_up(renderer: CardRenderer, kb: Knowledge) -> None:
     key = (kb.fingerprint, str(examples.examples_dir().resolve()),
            *sorted(f"{r}:{t.file.origin}:{t.file.sha256}" for r, t in renderer.templates.items() if t.file))
     if kb.fingerprint and key in _PASSED:
+        return
+    if not examples.names():  # a deployment without fhir_examples/: the files parsed and compiled; say what is skipped
+        log.warning("cards not rendered at start-up: no example patients in %s (run `blina-cds cards check` where "
+                    "they are)", examples.examples_dir())
         return
     found, problems = findings_for_check(kb)
     problems = problems + check_renderer(renderer, found)

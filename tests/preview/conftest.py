@@ -1,0 +1,142 @@
+"""The real service under uvicorn, for the /preview browser tests.
+
+``live_service`` starts ``uvicorn service.main:app_factory`` as a subprocess on a free 127.0.0.1 port, in
+development mode (auth off, so /preview is on), with its feedback store in a temporary SQLite file and
+``BLINA_CDS_CARDS_DIR`` pointing at a temporary copy of ``cards/`` that a test may edit. ``browser`` is
+Debian's Chromium driven by Playwright (never a browser Playwright downloads). Without Chromium the browser
+tests skip on a developer machine and fail in CI (``CI=true``), where ``make test`` must have installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.settings import DEFAULT_CARDS_DIR
+
+CHROMIUM = Path(os.environ.get("BLINA_CDS_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("BLINA_CDS_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class LiveService:
+    base_url: str
+    cards_dir: Path
+    database: Path
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def live_service(tmp_path: Path) -> Iterator[LiveService]:
+    cards_dir = tmp_path / "cards"
+    shutil.copytree(DEFAULT_CARDS_DIR, cards_dir)
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}
+    env.update(
+        BLINA_CDS_AUTH="off",
+        BLINA_CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'feedback.db'}",
+        BLINA_CDS_CARDS_DIR=str(cards_dir),
+        BLINA_CDS_PUBLIC_BASE_URL=base_url,
+        BLINA_CDS_LOG_LEVEL="WARNING",
+    )
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "service.main:app_factory", "--factory",
+             "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
+        )
+    try:
+        _wait_until_up(base_url, proc, log)
+        yield LiveService(base_url=base_url, cards_dir=cards_dir, database=tmp_path / "feedback.db", log=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_up(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the service exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+            try:
+                if client.get(base_url + "/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    pytest.fail(f"the service did not answer within {START_TIMEOUT_S} s:\n{log.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    message = f"Chromium not found at {CHROMIUM}: `make chromium` installs Debian's package"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message + " (in CI the browser tests must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: Path) -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API runs an event loop of its own while open, which the async tests
+    of other modules (pytest-asyncio) cannot share, so it is closed when the browser tests' module ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh page; every request it makes off 127.0.0.1 is refused, so a test never reaches the network."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1:")
+                  else route.abort())
+    pg = context.new_page()
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save the page as ``tests/artifacts/<name>.png`` (git ignores the folder) and return the path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

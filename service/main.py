@@ -12,10 +12,13 @@ that turns any unexpected exception into a 500 OperationOutcome (inside CORS, un
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import certifi
 import httpx
 import orjson
 from fastapi import FastAPI
@@ -31,6 +34,7 @@ from service.auth import JwtVerifier, TrustedIssuers
 from service.catalog import build_catalog
 from service.errors import AuthError, CdsServiceError, InvalidRequest
 from service.knowledge import load_knowledge
+from service.offload import CpuPool
 from service.pipeline import Engine
 from service.render import CardRenderer
 from service.routes import router
@@ -46,6 +50,20 @@ def _outcome(status: int, code: str, message: str) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/fhir+json")
 
 
+def outbound_tls(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Trust for every outbound TLS call (FHIR servers, jku): the public CAs (certifi), plus ``ca_bundle``'s.
+
+    A bundle that is missing or holds no usable PEM certificate stops start-up with the file named.
+    """
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"BLINA_CDS_CA_BUNDLE {ca_bundle}: not a readable PEM CA bundle ({exc})") from None
+    return context
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     kb = load_knowledge(settings.knowledge_dir)
@@ -56,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auth == "jwt" and settings.trusted_issuers_file is not None
         else None
     )
+    tls = outbound_tls(settings.ca_bundle)
     if settings.auth == "off":
         log.warning(
             "AUTHENTICATION IS OFF (BLINA_CDS_AUTH=off): any caller is trusted and any fhirServer is fetched. "
@@ -64,11 +83,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cpu = CpuPool(settings)
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.fhir_timeout_s),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=False,
             trust_env=False,
+            verify=tls,
         ) as http:
             store = open_store(settings.database_url)
             app.state.store = store
@@ -91,10 +112,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 card_map=CardMap(ttl_s=settings.card_map_ttl_s),
                 fhir_timeout_s=settings.fhir_timeout_s,
                 fhir_max_pages=settings.fhir_max_pages,
+                fhir_max_response_bytes=settings.fhir_max_response_bytes,
+                fhir_max_total_bytes=settings.fhir_max_total_bytes,
+                cpu=cpu,
             )
             try:
                 yield
             finally:
+                cpu.close()
                 await store.close()
 
     app = FastAPI(

@@ -134,19 +134,11 @@ def _check_value(key: str, value: Any) -> None:
                                  expression=[f"{where}.entry[{i}].resource"])
 
 
-async def resolve(
-    templates: Mapping[str, str],
-    request: HookRequest,
-    *,
-    http: httpx.AsyncClient,
-    allowed_servers: Sequence[str] | None,
-    timeout_s: float,
-    max_pages: int,
-) -> Resolved:
-    """Resources for every advertised key: prefetched where usable, fetched concurrently otherwise.
-
-    ``allowed_servers`` are the FHIR base URLs the caller's issuer may send (``None``: any — auth off).
-    """
+def from_prefetch(
+    templates: Mapping[str, str], request: HookRequest
+) -> tuple[Resolved, set[str], dict[str, Mapping[str, Any]]]:
+    """What the prefetch alone gives, without a request: the resolved keys, the keys missing, and the prefetched
+    searchsets that have more pages (``next``) to fetch."""
     prefetch = request.prefetch or {}
     for key in templates:
         if key in prefetch:
@@ -171,12 +163,31 @@ async def resolve(
         else:
             resolved.data[key] = [value]
             resolved.states[key] = "prefetched"
+    return resolved, missing, paged
 
+
+async def resolve(
+    templates: Mapping[str, str],
+    request: HookRequest,
+    *,
+    http: httpx.AsyncClient,
+    allowed_servers: Sequence[str] | None,
+    timeout_s: float,
+    max_pages: int,
+    max_response_bytes: int = 16 * 1024 * 1024,
+    max_total_bytes: int = 32 * 1024 * 1024,
+) -> Resolved:
+    """Resources for every advertised key: prefetched where usable, fetched concurrently otherwise.
+
+    ``allowed_servers`` are the FHIR base URLs the caller's issuer may send (``None``: any — auth off).
+    """
+    resolved, missing, paged = from_prefetch(templates, request)
     if not missing and not paged:
         return resolved
 
     needs = sorted(missing | set(paged))
-    client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs)
+    client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs,
+                         max_response_bytes=max_response_bytes, max_total_bytes=max_total_bytes)
 
     async def fetch(key: str) -> tuple[str, Resources]:
         template = templates[key]
@@ -235,6 +246,8 @@ def _client_for(
     allowed_servers: Sequence[str] | None,
     max_pages: int,
     keys: list[str],
+    max_response_bytes: int,
+    max_total_bytes: int,
 ) -> FhirClient:
     server = request.fhirServer
     if not server:
@@ -247,4 +260,5 @@ def _client_for(
             "fhirServer is not a FHIR server this client's issuer is trusted to send", prefetch_keys=keys
         )
     token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
-    return FhirClient(http, base=server, token=token, max_pages=max_pages)
+    return FhirClient(http, base=server, token=token, max_pages=max_pages, max_response_bytes=max_response_bytes,
+                      max_total_bytes=max_total_bytes)

@@ -1,0 +1,165 @@
+"""CPU-heavy work off the event loop: a small process pool with a deadline.
+
+    pool = CpuPool(settings)                          # per server process; workers start on first use
+    result = await pool.submit(function, *args)       # a 503 (CpuDeadlineExceeded) past BLINA_CDS_CPU_DEADLINE_S
+    pool.close()
+
+Why processes: parsing a 20 MiB body (orjson) holds the interpreter lock for its whole duration, and building
+the timeline of 12,500 resources is pure Python. In a thread both still stall the event loop (measured: a
+``/healthz`` took seconds while a maximal hook call ran in a thread); in a worker process ``/healthz`` keeps
+answering in milliseconds. Hook calls up to ``BLINA_CDS_CPU_INLINE_MAX_BYTES`` stay on the event loop: they
+take milliseconds, and a round trip to a worker would only add to it.
+
+Workers load the same knowledge and card files as the server (the ``Settings`` are handed to each worker),
+so an app built with other ``knowledge_dir``/``cards_dir`` evaluates with those in its workers too. Work
+that misses its deadline has its worker processes killed (a thread cannot be killed: in ``thread`` mode the
+caller gets its 503 and the thread runs on); the next call starts fresh workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from service import logs
+from service.catalog import CdsService, build_catalog
+from service.errors import CdsServiceError, EvaluationTimeout
+from service.knowledge import Knowledge, load_knowledge
+from service.render import CardRenderer
+from service.rules import RULE_IDS
+from service.settings import Settings
+
+log = logging.getLogger("blina_cds.offload")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """What evaluating a hook call needs besides its data: knowledge, services, card templates."""
+
+    kb: Knowledge
+    catalog: dict[str, CdsService]
+    renderer: CardRenderer
+
+
+_WORKER: Evaluator | None = None
+"""This worker's evaluator (set by ``_init_worker`` in each worker process, or once for a thread pool)."""
+
+
+def evaluator() -> Evaluator:
+    """The evaluator of the worker this runs in."""
+    if _WORKER is None:
+        raise RuntimeError("not in a CpuPool worker")
+    return _WORKER
+
+
+def _init_worker(settings: Settings, configure_logs: bool) -> None:
+    global _WORKER
+    if configure_logs:
+        logs.configure_logging(settings.log_level)
+    kb = load_knowledge(settings.knowledge_dir)
+    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS)
+    _WORKER = Evaluator(kb=kb, catalog=dict(build_catalog(kb)), renderer=renderer)
+
+
+class Refused(CdsServiceError):
+    """A ``CdsServiceError`` raised in a worker, carried back as its status and OperationOutcome.
+
+    (The error classes take keyword-only arguments, which pickling cannot restore.)
+    """
+
+    def __init__(self, *, status_code: int, message: str, outcome: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.outcome = outcome
+
+    @classmethod
+    def of(cls, exc: CdsServiceError) -> Refused:
+        return cls(status_code=exc.status_code, message=exc.message, outcome=exc.operation_outcome())
+
+    def operation_outcome(self) -> dict[str, Any]:
+        return self.outcome
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refused, (self.status_code, self.message, self.outcome)
+
+
+def _refused(status_code: int, message: str, outcome: dict[str, Any]) -> Refused:
+    return Refused(status_code=status_code, message=message, outcome=outcome)
+
+
+def carry_errors(function: Callable[..., T], *args: Any) -> T:
+    """Run ``function`` in a worker; a ``CdsServiceError`` comes back as a picklable ``Refused``."""
+    try:
+        return function(*args)
+    except Refused:
+        raise
+    except CdsServiceError as exc:
+        raise Refused.of(exc) from None
+
+
+class CpuPool:
+    """Worker processes (or threads) for hook calls too large for the event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.kind = settings.cpu_pool
+        self.workers = settings.cpu_workers
+        self.deadline_s = settings.cpu_deadline_s
+        self.inline_max_bytes = settings.cpu_inline_max_bytes
+        self._pool: concurrent.futures.Executor | None = None
+
+    def _executor(self) -> concurrent.futures.Executor:
+        if self._pool is None:
+            if self.kind == "thread":
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="blina-cpu", initializer=_init_worker,
+                    initargs=(self._settings, False))
+            else:
+                # forkserver: workers are forked from a clean helper process, never from this one (which runs
+                # threads and an event loop); the service modules are imported there once.
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["service.pipeline", "service.routes"])
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=_init_worker,
+                    initargs=(self._settings, True))
+        return self._pool
+
+    async def submit(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker; its ``CdsServiceError`` is re-raised here, a 503 past the deadline."""
+        pool = self._executor()
+        future = asyncio.get_running_loop().run_in_executor(pool, carry_errors, function, *args)
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await future
+        except TimeoutError:
+            log.warning("cpu deadline exceeded; workers restarted", extra={"ms": round(self.deadline_s * 1000)})
+            self._kill(pool)
+            raise EvaluationTimeout(deadline_s=self.deadline_s) from None
+        except BrokenProcessPool:
+            log.error("cpu worker died; workers restarted")
+            self._kill(pool)
+            raise EvaluationTimeout(deadline_s=self.deadline_s) from None
+
+    def _kill(self, pool: concurrent.futures.Executor) -> None:
+        """Stop every worker of ``pool`` now (a process pool cannot cancel running work any other way)."""
+        if self._pool is pool:
+            self._pool = None
+        if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
+            for process in list((pool._processes or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
+                pool.shutdown(wait=True, cancel_futures=True)
+            else:
+                pool.shutdown(wait=False, cancel_futures=True)

@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 fhir_max_total_bytes=settings.fhir_max_total_bytes,
                 cpu=cpu,
             )
+            if app.state.start_cpu_workers:
+                await cpu.start()  # a served app has its workers ready before the first large call
             try:
                 yield
             finally:
@@ -133,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.public_base_url = settings.public_base_url
     app.state.max_body_bytes = settings.max_body_bytes
+    app.state.start_cpu_workers = False
     app.include_router(router)
 
     @app.exception_handler(CdsServiceError)
@@ -244,4 +247,6 @@ def app_factory() -> FastAPI:
     """Entry point for uvicorn (``service.main:app_factory``, ``factory=True``): settings from the environment."""
     settings = get_settings()
     logs.configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    app.state.start_cpu_workers = True
+    return app

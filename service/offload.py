@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -94,6 +95,10 @@ def _refused(status_code: int, message: str, outcome: dict[str, Any]) -> Refused
     return Refused(status_code=status_code, message=message, outcome=outcome)
 
 
+def _ready() -> bool:
+    return True
+
+
 def carry_errors(function: Callable[..., T], *args: Any) -> T:
     """Run ``function`` in a worker; a ``CdsServiceError`` comes back as a picklable ``Refused``."""
     try:
@@ -114,26 +119,42 @@ class CpuPool:
         self.deadline_s = settings.cpu_deadline_s
         self.inline_max_bytes = settings.cpu_inline_max_bytes
         self._pool: concurrent.futures.Executor | None = None
+        self._lock = threading.Lock()
 
-    def _executor(self) -> concurrent.futures.Executor:
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    async def start(self) -> None:
+        """Start the workers, off the event loop: the first start waits while the fork server imports the service."""
         if self._pool is None:
-            if self.kind == "thread":
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.workers, thread_name_prefix="blina-cpu", initializer=_init_worker,
-                    initargs=(self._settings, False))
-            else:
-                # forkserver: workers are forked from a clean helper process, never from this one (which runs
-                # threads and an event loop); the service modules are imported there once.
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["service.pipeline", "service.routes"])
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=context, initializer=_init_worker,
-                    initargs=(self._settings, True))
-        return self._pool
+            await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pool is None:
+                pool = self._new_executor()
+                pool.submit(_ready).result()  # a worker is up and has loaded knowledge and cards
+                self._pool = pool
+
+    def _new_executor(self) -> concurrent.futures.Executor:
+        if self.kind == "thread":
+            return concurrent.futures.ThreadPoolExecutor(
+                self.workers, thread_name_prefix="blina-cpu", initializer=_init_worker,
+                initargs=(self._settings, False))
+        # forkserver: workers are forked from a clean helper process, never from this one (which runs threads
+        # and an event loop); the service modules are imported there once.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["service.pipeline", "service.routes"])
+        return concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(self._settings, True))
 
     async def submit(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a worker; its ``CdsServiceError`` is re-raised here, a 503 past the deadline."""
-        pool = self._executor()
+        await self.start()
+        pool = self._pool
+        if pool is None:  # stopped meanwhile (closing, or killed by another call's deadline)
+            raise EvaluationTimeout(deadline_s=self.deadline_s)
         future = asyncio.get_running_loop().run_in_executor(pool, carry_errors, function, *args)
         try:
             async with asyncio.timeout(self.deadline_s):
@@ -149,16 +170,18 @@ class CpuPool:
 
     def _kill(self, pool: concurrent.futures.Executor) -> None:
         """Stop every worker of ``pool`` now (a process pool cannot cancel running work any other way)."""
-        if self._pool is pool:
-            self._pool = None
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
         if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
             for process in list((pool._processes or {}).values()):
                 process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        if self._pool is not None:
+        with self._lock:
             pool, self._pool = self._pool, None
+        if pool is not None:
             if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
                 pool.shutdown(wait=True, cancel_futures=True)
             else:

@@ -77,12 +77,11 @@ def observation_page_bytes(count: int) -> bytes:
 def padded_request(target_bytes: int, *, now: dt.datetime) -> dict[str, Any]:
     """The rr-adult-course example's patient-view call with its ``labs`` prefetch grown to about ``target_bytes``."""
     request = examples.request_for("rr-adult-course", "c1d18-view", now=now)
+    patient, latest = request["context"]["patientId"], now - dt.timedelta(days=1)
     base = len(orjson.dumps(request))
-    per = len(orjson.dumps({"fullUrl": "x", "resource": lab_observation(0), "search": {"mode": "match"}})) + 60
+    per = len(orjson.dumps({"resource": lab_observation(0, patient=patient, latest=latest)})) + 1  # and a comma
     count = max(1, (target_bytes - base) // per)
-    labs = request["prefetch"]["labs"]
-    labs.setdefault("entry", []).extend(
-        {"resource": lab_observation(i, patient=request["context"]["patientId"], latest=now - dt.timedelta(days=1))}
-        for i in range(count)
+    request["prefetch"]["labs"].setdefault("entry", []).extend(
+        {"resource": lab_observation(i, patient=patient, latest=latest)} for i in range(count)
     )
     return request

@@ -11,7 +11,7 @@ The tree::
       │                                  because it cannot access the FHIR server … SHALL respond with
       │                                  an HTTP 412 Precondition Failed status code."
       ├─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged
-      └─ EvaluationTimeout     → 503     a hook call outran BLINA_CDS_CPU_DEADLINE_S in its worker
+      └─ EvaluationTimeout     → 503     a large call outran BLINA_CDS_CPU_DEADLINE_S, or its worker was lost
     KnowledgeError                       bad knowledge or card file; stops start-up, never a request
 
 Each error carries its context as keyword-only attributes, and each is turned into a FHIR

@@ -1,19 +1,20 @@
 """CPU-heavy work off the event loop: a small process pool with a deadline.
 
-    pool = CpuPool(settings)                          # per server process; workers start on first use
-    result = await pool.submit(function, *args)       # a 503 (CpuDeadlineExceeded) past BLINA_CDS_CPU_DEADLINE_S
+    pool = CpuPool(settings)                     # per server process; `await pool.start()` or on first use
+    result = await pool.submit(function, *args)  # its CdsServiceError re-raised here; past the deadline a 503
     pool.close()
 
 Why processes: parsing a 20 MiB body (orjson) holds the interpreter lock for its whole duration, and building
 the timeline of 12,500 resources is pure Python. In a thread both still stall the event loop (measured: a
-``/healthz`` took seconds while a maximal hook call ran in a thread); in a worker process ``/healthz`` keeps
-answering in milliseconds. Hook calls up to ``BLINA_CDS_CPU_INLINE_MAX_BYTES`` stay on the event loop: they
-take milliseconds, and a round trip to a worker would only add to it.
+``/healthz`` took 1.1–1.5 s while a maximal hook call ran in a thread, 3.5–5 s on the event loop itself); with
+a worker process it answered within 0.2 s. Hook calls up to ``BLINA_CDS_CPU_INLINE_MAX_BYTES`` stay on the
+event loop: they take milliseconds, and a round trip to a worker would only add to it.
 
 Workers load the same knowledge and card files as the server (the ``Settings`` are handed to each worker),
-so an app built with other ``knowledge_dir``/``cards_dir`` evaluates with those in its workers too. Work
-that misses its deadline has its worker processes killed (a thread cannot be killed: in ``thread`` mode the
-caller gets its 503 and the thread runs on); the next call starts fresh workers.
+so an app built with other ``knowledge_dir``/``cards_dir`` evaluates with those in its workers too. Work that
+passes ``BLINA_CDS_CPU_DEADLINE_S`` is interrupted in its worker (an interval timer), which lives on; a worker
+that does not come back at all is killed and replaced. (A thread cannot be interrupted: in ``thread`` mode the
+caller gets its 503 and the thread runs on.)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -99,18 +101,42 @@ def _ready() -> bool:
     return True
 
 
-def carry_errors(function: Callable[..., T], *args: Any) -> T:
-    """Run ``function`` in a worker; a ``CdsServiceError`` comes back as a picklable ``Refused``."""
+class _DeadlinePassed(BaseException):
+    """Raised into the work by SIGALRM; a BaseException, so no ``except Exception`` in the work swallows it."""
+
+
+def _deadline_passed(signum: int, frame: Any) -> None:
+    raise _DeadlinePassed
+
+
+def carry_errors(deadline_s: float | None, function: Callable[..., T], *args: Any) -> T:
+    """Run ``function`` in a worker; a ``CdsServiceError`` comes back as a picklable ``Refused``.
+
+    With ``deadline_s`` (worker processes: the work runs in their main thread), an interval timer interrupts the
+    work when it passes, and the worker lives on for the next call.
+    """
+    if deadline_s is not None:
+        previous = signal.signal(signal.SIGALRM, _deadline_passed)
+        signal.setitimer(signal.ITIMER_REAL, deadline_s)
     try:
         return function(*args)
+    except _DeadlinePassed:
+        raise Refused.of(EvaluationTimeout(deadline_s=deadline_s or 0.0)) from None
     except Refused:
         raise
     except CdsServiceError as exc:
         raise Refused.of(exc) from None
+    finally:
+        if deadline_s is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 class CpuPool:
     """Worker processes (or threads) for hook calls too large for the event loop."""
+
+    BACKSTOP = 3
+    """How many deadlines a call waits here in all (queued behind others, or for a worker that never answers)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -150,21 +176,27 @@ class CpuPool:
             self.workers, mp_context=context, initializer=_init_worker, initargs=(self._settings, True))
 
     async def submit(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` in a worker; its ``CdsServiceError`` is re-raised here, a 503 past the deadline."""
+        """``function(*args)`` in a worker; its ``CdsServiceError`` is re-raised here, a 503 past the deadline.
+
+        The deadline counts from when a worker starts the work (a timer in the worker interrupts it). Waiting
+        here is bounded too, by ``BACKSTOP`` deadlines: time queued behind other large calls, or a worker that
+        does not come back (stuck, or killed by the system), after which the workers are replaced.
+        """
         await self.start()
         pool = self._pool
-        if pool is None:  # stopped meanwhile (closing, or killed by another call's deadline)
+        if pool is None:  # stopped meanwhile (closing, or replaced after another call's backstop)
             raise EvaluationTimeout(deadline_s=self.deadline_s)
-        future = asyncio.get_running_loop().run_in_executor(pool, carry_errors, function, *args)
+        in_worker = self.deadline_s if self.kind == "process" else None
+        future = asyncio.get_running_loop().run_in_executor(pool, carry_errors, in_worker, function, *args)
         try:
-            async with asyncio.timeout(self.deadline_s):
+            async with asyncio.timeout(self.deadline_s * self.BACKSTOP):
                 return await future
         except TimeoutError:
-            log.warning("cpu deadline exceeded; workers restarted", extra={"ms": round(self.deadline_s * 1000)})
+            log.error("cpu work did not come back; workers replaced", extra={"ms": round(self.deadline_s * 1000)})
             self._kill(pool)
             raise EvaluationTimeout(deadline_s=self.deadline_s) from None
         except BrokenProcessPool:
-            log.error("cpu worker died; workers restarted")
+            log.error("a cpu worker died; workers replaced")
             self._kill(pool)
             raise EvaluationTimeout(deadline_s=self.deadline_s) from None
 

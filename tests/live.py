@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from tests.fhir_server import free_port
+from tests.fhir_server import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 Write = Callable[[bytes], None]
@@ -90,12 +90,7 @@ def live_service(tmp_path: Path, *, open_files: int | None = None, **env: str) -
             time.sleep(0.1)
         yield service
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
 
 
 class StandIn:

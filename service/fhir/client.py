@@ -85,7 +85,7 @@ class FhirClient:
     """Reads from one EHR FHIR server per hook call; built per call over the process's shared client."""
 
     def __init__(self, http: httpx.AsyncClient, *, base: str, token: str | None, max_pages: int,
-                 max_response_bytes: int = 64 * 1024 * 1024, max_total_bytes: int = 128 * 1024 * 1024) -> None:
+                 max_response_bytes: int, max_total_bytes: int) -> None:
         self._http = http
         self.base = base.rstrip("/")
         self._token = token

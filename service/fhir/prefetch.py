@@ -134,38 +134,6 @@ def _check_value(key: str, value: Any) -> None:
                                  expression=[f"{where}.entry[{i}].resource"])
 
 
-def from_prefetch(
-    templates: Mapping[str, str], request: HookRequest
-) -> tuple[Resolved, set[str], dict[str, Mapping[str, Any]]]:
-    """What the prefetch alone gives, without a request: the resolved keys, the keys missing, and the prefetched
-    searchsets that have more pages (``next``) to fetch."""
-    prefetch = request.prefetch or {}
-    for key in templates:
-        if key in prefetch:
-            _check_value(key, prefetch[key])
-    missing = set(find_missing_prefetch(templates, prefetch))
-    resolved = Resolved()
-    paged: dict[str, Mapping[str, Any]] = {}
-
-    for key in templates:
-        if key in missing:
-            continue
-        value = prefetch[key]
-        if value is None:
-            resolved.data[key] = []
-            resolved.states[key] = "null"
-        elif value.get("resourceType") == "Bundle":
-            if next_link(value, base=request.fhirServer or "") is not None:
-                paged[key] = value
-            else:  # any OperationOutcome left in it only warns (an error one made the key missing)
-                resolved.data[key] = searchset_resources(value, resource_type=_resource_type(templates[key]))
-                resolved.states[key] = "prefetched"
-        else:
-            resolved.data[key] = [value]
-            resolved.states[key] = "prefetched"
-    return resolved, missing, paged
-
-
 async def resolve(
     templates: Mapping[str, str],
     request: HookRequest,
@@ -174,8 +142,8 @@ async def resolve(
     allowed_servers: Sequence[str] | None,
     timeout_s: float,
     max_pages: int,
-    max_response_bytes: int = 16 * 1024 * 1024,
-    max_total_bytes: int = 32 * 1024 * 1024,
+    max_response_bytes: int,
+    max_total_bytes: int,
 ) -> Resolved:
     """Resources for every advertised key: prefetched where usable, fetched concurrently otherwise.
 
@@ -222,6 +190,38 @@ async def resolve(
         resolved.data[key] = resources
         resolved.states[key] = "paged" if key in paged else "fetched"
     return resolved
+
+
+def from_prefetch(
+    templates: Mapping[str, str], request: HookRequest
+) -> tuple[Resolved, set[str], dict[str, Mapping[str, Any]]]:
+    """What the prefetch alone gives, without a request: the resolved keys, the keys missing, and the prefetched
+    searchsets that have more pages (``next``) to fetch."""
+    prefetch = request.prefetch or {}
+    for key in templates:
+        if key in prefetch:
+            _check_value(key, prefetch[key])
+    missing = set(find_missing_prefetch(templates, prefetch))
+    resolved = Resolved()
+    paged: dict[str, Mapping[str, Any]] = {}
+
+    for key in templates:
+        if key in missing:
+            continue
+        value = prefetch[key]
+        if value is None:
+            resolved.data[key] = []
+            resolved.states[key] = "null"
+        elif value.get("resourceType") == "Bundle":
+            if next_link(value, base=request.fhirServer or "") is not None:
+                paged[key] = value
+            else:  # any OperationOutcome left in it only warns (an error one made the key missing)
+                resolved.data[key] = searchset_resources(value, resource_type=_resource_type(templates[key]))
+                resolved.states[key] = "prefetched"
+        else:
+            resolved.data[key] = [value]
+            resolved.states[key] = "prefetched"
+    return resolved, missing, paged
 
 
 def _first_failure(group_error: BaseExceptionGroup[BaseException]) -> BaseException:

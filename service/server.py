@@ -81,5 +81,4 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
-        "backlog": 2048,
     }

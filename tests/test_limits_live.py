@@ -156,8 +156,8 @@ def test_health_and_discovery_keep_answering_while_a_maximal_hook_call_is_evalua
     print(f"maximal hook call ({len(body)} bytes) took {took:.2f} s; /healthz max {max(health.values) * 1000:.0f} ms "
           f"over {len(health.values)} calls; discovery max {max(discovery.values) * 1000:.0f} ms")
     assert len(health.values) >= 5 and len(discovery.values) >= 5
-    assert max(health.values) < 0.5, health.values  # evaluated on the event loop it stalls for seconds
-    assert max(discovery.values) < 0.5, discovery.values
+    assert max(health.values) < 0.8, health.values  # evaluated on the event loop it stalls for seconds
+    assert max(discovery.values) < 0.8, discovery.values
 
 
 def test_a_maximal_feedback_body_does_not_freeze_the_service(service: LiveService) -> None:

@@ -93,6 +93,62 @@ def live_service(tmp_path: Path, *, open_files: int | None = None, **env: str) -
         stop_process(process)
 
 
+class Sampler:
+    """Samples a value in a thread until stopped (RSS of the server, latency of /healthz...)."""
+
+    def __init__(self, sample: Any, every_s: float) -> None:
+        self.values: list[float] = []
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.values.append(sample())
+                self._stop.wait(every_s)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def latency(client: httpx.Client, url: str) -> Any:
+    def measure() -> float:
+        started = time.perf_counter()
+        response = client.get(url)
+        assert response.status_code == 200, response.text
+        return time.perf_counter() - started
+
+    return measure
+
+
+@dataclass
+class Polled:
+    response: httpx.Response
+    took_s: float
+    latencies: dict[str, list[float]]
+    """Path polled → the time each of its GETs took, in seconds."""
+
+
+def post_while_polling(base: str, path: str, body: bytes, *, poll: list[str], every_s: float = 0.05) -> Polled:
+    """POST ``body`` to ``path`` while GETting each of ``poll`` every ``every_s`` (each on its own connection)."""
+    with contextlib.ExitStack() as stack:
+        samplers = {}
+        for polled in poll:
+            client = stack.enter_context(httpx.Client(timeout=30))
+            samplers[polled] = stack.enter_context(Sampler(latency(client, base + polled), every_s))
+        time.sleep(0.3)
+        started = time.perf_counter()
+        response = httpx.post(base + path, content=body, headers={"Content-Type": "application/json"}, timeout=120)
+        took = time.perf_counter() - started
+        time.sleep(0.2)
+    return Polled(response, took, {p: s.values for p, s in samplers.items()})
+
+
 class StandIn:
     """A FHIR server stand-in on 127.0.0.1 that answers every GET with ``handler`` (HTTPS given ``tls``)."""
 

@@ -11,7 +11,6 @@ The latency bounds are generous on purpose: they separate "kept answering" (mill
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,16 @@ import pytest
 from service import examples
 from tests.big_charts import padded_request
 from tests.conftest import PATIENT_VIEW
-from tests.live import LiveService, StandIn, Write, idle_connections, live_service, raise_own_open_file_limit
+from tests.live import (
+    LiveService,
+    Sampler,
+    StandIn,
+    Write,
+    idle_connections,
+    live_service,
+    post_while_polling,
+    raise_own_open_file_limit,
+)
 
 FHIR_TIMEOUT_S = 2.0
 MAX_BODY = 20 * 1024 * 1024
@@ -47,39 +55,6 @@ def fallback_request(fhir_base: str, *, missing: str = "labs") -> dict[str, Any]
 def post(base: str, request: dict[str, Any], *, timeout: float = 60) -> httpx.Response:
     return httpx.post(f"{base}/cds-services/{PATIENT_VIEW}", content=orjson.dumps(request),
                       headers={"Content-Type": "application/json"}, timeout=timeout)
-
-
-class Sampler:
-    """Samples a value in a thread until stopped (RSS of the server, latency of /healthz...)."""
-
-    def __init__(self, sample: Any, every_s: float) -> None:
-        self.values: list[float] = []
-        self._stop = threading.Event()
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                self.values.append(sample())
-                self._stop.wait(every_s)
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
-def latency(client: httpx.Client, url: str) -> Any:
-    def measure() -> float:
-        started = time.perf_counter()
-        response = client.get(url)
-        assert response.status_code == 200, response.text
-        return time.perf_counter() - started
-
-    return measure
 
 
 # --- bounded outbound reads -----------------------------------------------------------------------------------
@@ -142,22 +117,16 @@ def maximal_request() -> bytes:
 
 def test_health_and_discovery_keep_answering_while_a_maximal_hook_call_is_evaluated(service: LiveService) -> None:
     body = maximal_request()
-    with httpx.Client(timeout=30) as a, httpx.Client(timeout=30) as b, \
-            Sampler(latency(a, f"{service.base}/healthz"), 0.05) as health, \
-            Sampler(latency(b, f"{service.base}/cds-services"), 0.05) as discovery:
-        time.sleep(0.3)
-        started = time.monotonic()
-        response = httpx.post(f"{service.base}/cds-services/{PATIENT_VIEW}", content=body,
-                              headers={"Content-Type": "application/json"}, timeout=60)
-        took = time.monotonic() - started
-        time.sleep(0.2)
+    polled = post_while_polling(service.base, f"/cds-services/{PATIENT_VIEW}", body,
+                                poll=["/healthz", "/cds-services"])
+    response, health, discovery = polled.response, polled.latencies["/healthz"], polled.latencies["/cds-services"]
     assert response.status_code == 200, response.text[:500]
     assert [c["source"]["topic"]["code"] for c in response.json()["cards"]] == ["therapy-status"]
-    print(f"maximal hook call ({len(body)} bytes) took {took:.2f} s; /healthz max {max(health.values) * 1000:.0f} ms "
-          f"over {len(health.values)} calls; discovery max {max(discovery.values) * 1000:.0f} ms")
-    assert len(health.values) >= 5 and len(discovery.values) >= 5
-    assert max(health.values) < 0.8, health.values  # evaluated on the event loop it stalls for seconds
-    assert max(discovery.values) < 0.8, discovery.values
+    print(f"maximal hook call ({len(body)} bytes) took {polled.took_s:.2f} s; /healthz max {max(health) * 1000:.0f} ms "
+          f"over {len(health)} calls; discovery max {max(discovery) * 1000:.0f} ms")
+    assert len(health) >= 5 and len(discovery) >= 5
+    assert max(health) < 0.8, health  # evaluated on the event loop it stalls for seconds
+    assert max(discovery) < 0.8, discovery
 
 
 def test_a_maximal_feedback_body_does_not_freeze_the_service(service: LiveService) -> None:
@@ -167,15 +136,12 @@ def test_a_maximal_feedback_body_does_not_freeze_the_service(service: LiveServic
               "outcomeTimestamp": "2026-03-10T09:00:00Z"} for i in range(100)]
     body = orjson.dumps({"feedback": items})
     assert MAX_BODY - 1024 * 1024 < len(body) < MAX_BODY
-    with httpx.Client(timeout=30) as client, Sampler(latency(client, f"{service.base}/healthz"), 0.05) as health:
-        time.sleep(0.2)
-        response = httpx.post(f"{service.base}/cds-services/{PATIENT_VIEW}/feedback", content=body,
-                              headers={"Content-Type": "application/json"}, timeout=120)
-        time.sleep(0.2)
-    print(f"feedback body of {len(body)} bytes: {response.status_code}; "
-          f"/healthz max {max(health.values) * 1000:.0f} ms")
-    assert response.status_code in (200, 400, 413), response.text[:300]
-    assert max(health.values) < 1.0, health.values
+    polled = post_while_polling(service.base, f"/cds-services/{PATIENT_VIEW}/feedback", body, poll=["/healthz"])
+    health = polled.latencies["/healthz"]
+    print(f"feedback body of {len(body)} bytes: {polled.response.status_code}; "
+          f"/healthz max {max(health) * 1000:.0f} ms")
+    assert polled.response.status_code in (200, 400, 413), polled.response.text[:300]
+    assert max(health) < 1.0, health
 
 
 def test_a_call_past_its_cpu_deadline_is_a_503_and_the_service_recovers(tmp_path: Path) -> None:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import PATIENT_VIEW
-from tests.live import live_service
-from tests.test_limits_live import Sampler, latency, maximal_request
+from tests.live import live_service, post_while_polling
+from tests.test_limits_live import maximal_request
 
 MODES = {
     "inline": {"BLINA_CDS_CPU_INLINE_MAX_BYTES": str(64 * 1024 * 1024)},
@@ -31,18 +28,12 @@ RUNS = 3
 
 
 def measure(mode: str, body: bytes) -> None:
-    with tempfile.TemporaryDirectory() as tmp, live_service(Path(tmp), **MODES[mode]) as service, \
-            httpx.Client(timeout=60) as poller:
+    with tempfile.TemporaryDirectory() as tmp, live_service(Path(tmp), **MODES[mode]) as service:
         for run in range(RUNS):
-            with Sampler(latency(poller, f"{service.base}/healthz"), 0.05) as health:
-                time.sleep(0.3)
-                started = time.perf_counter()
-                response = httpx.post(f"{service.base}/cds-services/{PATIENT_VIEW}", content=body,
-                                      headers={"Content-Type": "application/json"}, timeout=120)
-                took = time.perf_counter() - started
-                time.sleep(0.2)
-            print(f"{mode:8} run {run + 1}: HTTP {response.status_code} in {took:5.2f} s; "
-                  f"longest /healthz {max(health.values) * 1000:6.0f} ms over {len(health.values)} polls", flush=True)
+            polled = post_while_polling(service.base, f"/cds-services/{PATIENT_VIEW}", body, poll=["/healthz"])
+            health = polled.latencies["/healthz"]
+            print(f"{mode:8} run {run + 1}: HTTP {polled.response.status_code} in {polled.took_s:5.2f} s; "
+                  f"longest /healthz {max(health) * 1000:6.0f} ms over {len(health)} polls", flush=True)
 
 
 def main(modes: list[str]) -> int:

@@ -6,7 +6,7 @@
 
 Why processes: parsing a 20 MiB body (orjson) holds the interpreter lock for its whole duration, and building
 the timeline of 12,500 resources is pure Python. In a thread both still stall the event loop (measured: a
-``/healthz`` took 1.1–1.5 s while a maximal hook call ran in a thread, 3.5–5 s on the event loop itself); with
+``/healthz`` took 0.8–1.5 s while a maximal hook call ran in a thread, 1.8–5 s on the event loop itself); with
 a worker process it answered within 0.2 s. Hook calls up to ``BLINA_CDS_CPU_INLINE_MAX_BYTES`` stay on the
 event loop: they take milliseconds, and a round trip to a worker would only add to it.
 

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     """A connection must deliver a complete request head within this many seconds of opening (or of its last
     response), else it is closed: idle and slow-header connections cannot pile up."""
     max_header_bytes: int = Field(default=64 * 1024, ge=8192)
-    """Largest request head (request line and headers); a JWT may be 16 KiB."""
+    """Largest request head (request line and headers) buffered while incomplete; a JWT may be 16 KiB."""
 
     @field_validator("public_base_url")
     @classmethod

@@ -11,6 +11,7 @@ The latency bounds are generous on purpose: they separate "kept answering" (mill
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,7 +184,7 @@ def test_idle_connections_do_not_keep_a_health_check_out(tmp_path: Path) -> None
                 sock.close()
 
 
-def test_connections_past_the_concurrency_limit_are_refused_with_503(tmp_path: Path) -> None:
+def test_connections_past_the_concurrency_limit_are_refused_and_request_heads_are_bounded(tmp_path: Path) -> None:
     with live_service(tmp_path, BLINA_CDS_LIMIT_CONCURRENCY="30") as s:
         port = int(s.base.rsplit(":", 1)[1])
         sockets = idle_connections(port, 40, partial_header_every=0)
@@ -195,3 +196,8 @@ def test_connections_past_the_concurrency_limit_are_refused_with_503(tmp_path: P
                 sock.close()
         time.sleep(0.3)
         assert httpx.get(f"{s.base}/healthz", timeout=5).status_code == 200
+        # request heads: a 16 KiB JWT fits; a head still growing past BLINA_CDS_MAX_HEADER_BYTES (64 KiB) is a 400
+        assert httpx.get(f"{s.base}/healthz", headers={"X-Token": "a" * 16_384}, timeout=5).status_code == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as endless_head:
+            endless_head.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70_000)
+            assert endless_head.recv(64).startswith(b"HTTP/1.1 400")

@@ -70,7 +70,7 @@ chromium:
 
 ## test: install what the tests need, lint, and run the whole suite (SQLite and PostgreSQL, real FHIR server)
 test: install-test fhir-server postgres chromium lint
-	pg_virtualenv sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// $(PY) -m pytest $(PYTEST_ARGS)'
+	pg_virtualenv -t sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// $(PY) -m pytest $(PYTEST_ARGS)'
 
 ## test-fast: unit tests only (no FHIR server, no PostgreSQL, no browser)
 test-fast: install-test

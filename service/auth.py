@@ -492,10 +492,12 @@ class JwtVerifier:
         raise AuthError("jku JWK Set unavailable (last fetch failed; refetch rate-limited)")
 
     async def _fetch_jwks(self, url: str) -> dict[str, TrustedKey]:
-        """GET an allow-listed JWK Set; no redirects, a short timeout, a size cap."""
+        """GET an allow-listed JWK Set; no redirects, a size cap, and a deadline on the whole read (a body that
+        trickles in forever is cut, not only a silent one)."""
         try:
-            async with self._http.stream("GET", url, headers={"Accept": "application/json"},
-                                         timeout=_JKU_TIMEOUT_S, follow_redirects=False) as resp:
+            async with asyncio.timeout(_JKU_TIMEOUT_S), self._http.stream(
+                "GET", url, headers={"Accept": "application/json"}, timeout=_JKU_TIMEOUT_S, follow_redirects=False
+            ) as resp:
                 if resp.status_code != 200:
                     raise AuthError(f"jku fetch {url}: HTTP {resp.status_code}")
                 body = bytearray()
@@ -503,7 +505,7 @@ class JwtVerifier:
                     body += chunk
                     if len(body) > _MAX_JWKS_BYTES:
                         raise AuthError(f"jku fetch {url}: body larger than {_MAX_JWKS_BYTES} bytes")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise AuthError(f"jku fetch {url} failed: {type(exc).__name__}") from None
         try:
             data = json.loads(bytes(body))

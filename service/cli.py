@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.logs import configure_logging
     from service.main import create_app
+    from service.server import raise_open_file_limit, uvicorn_options
     from service.settings import get_settings
 
     try:
@@ -43,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (KnowledgeError, ValueError) as exc:
         print(f"blina-cds: cannot start: {exc}", file=sys.stderr)
         return 2
+    raise_open_file_limit()  # before uvicorn: its worker processes inherit the raised limit
     uvicorn.run(
         "service.main:app_factory",
         factory=True,
@@ -53,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         server_header=False,
+        **uvicorn_options(settings),
     )
     return 0
 

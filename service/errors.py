@@ -10,7 +10,8 @@ The tree::
       ├─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
       │                                  because it cannot access the FHIR server … SHALL respond with
       │                                  an HTTP 412 Precondition Failed status code."
-      └─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged
+      ├─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged
+      └─ EvaluationTimeout     → 503     a large call outran BLINA_CDS_CPU_DEADLINE_S, or its worker was lost
     KnowledgeError                       bad knowledge or card file; stops start-up, never a request
 
 Each error carries its context as keyword-only attributes, and each is turned into a FHIR
@@ -125,6 +126,20 @@ class StoreUnavailable(CdsServiceError):
 
     def __init__(self) -> None:
         super().__init__("Feedback could not be stored; nothing was recorded, please retry")
+
+
+class EvaluationTimeout(CdsServiceError):
+    """A large hook call was not evaluated within its deadline; its worker was stopped, nothing was answered."""
+
+    status_code = 503
+    issue_code = "timeout"
+
+    def __init__(self, *, deadline_s: float) -> None:
+        super().__init__(
+            f"The request could not be evaluated within {deadline_s:g} s (BLINA_CDS_CPU_DEADLINE_S); "
+            "nothing was answered, please retry"
+        )
+        self.deadline_s = deadline_s
 
 
 class KnowledgeError(Exception):

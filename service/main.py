@@ -12,10 +12,13 @@ that turns any unexpected exception into a 500 OperationOutcome (inside CORS, un
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import certifi
 import httpx
 import orjson
 from fastapi import FastAPI
@@ -32,6 +35,7 @@ from service.catalog import build_catalog
 from service.cors import LoggedCORSMiddleware
 from service.errors import AuthError, CdsServiceError, InvalidRequest
 from service.knowledge import load_knowledge
+from service.offload import CpuPool
 from service.pipeline import Engine
 from service.preview import mount as mount_preview
 from service.render import CardRenderer
@@ -49,6 +53,20 @@ def _outcome(status: int, code: str, message: str) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/fhir+json")
 
 
+def outbound_tls(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Trust for every outbound TLS call (FHIR servers, jku): the public CAs (certifi), plus ``ca_bundle``'s.
+
+    A bundle that is missing or holds no usable PEM certificate stops start-up with the file named.
+    """
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"BLINA_CDS_CA_BUNDLE {ca_bundle}: not a readable PEM CA bundle ({exc})") from None
+    return context
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     kb = load_knowledge(DEFAULT_KNOWLEDGE_DIR, overlay=settings.knowledge_dir)  # a site folder: only what it changes
@@ -61,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auth == "jwt" and settings.trusted_issuers_file is not None
         else None
     )
+    tls = outbound_tls(settings.ca_bundle)
     if settings.auth == "off":
         log.warning(
             "AUTHENTICATION IS OFF (BLINA_CDS_AUTH=off): any caller is trusted and any fhirServer is fetched. "
@@ -69,11 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cpu = CpuPool(settings)
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.fhir_timeout_s),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=False,
             trust_env=False,
+            verify=tls,
         ) as http:
             store = open_store(settings.database_url)
             app.state.store = store
@@ -102,10 +123,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 fhir_timeout_s=settings.fhir_timeout_s,
                 fhir_max_pages=settings.fhir_max_pages,
                 issued=issued,
+                fhir_max_response_bytes=settings.fhir_max_response_bytes,
+                fhir_max_total_bytes=settings.fhir_max_total_bytes,
+                cpu=cpu,
             )
+            if app.state.start_cpu_workers:
+                await cpu.start()  # a served app has its workers ready before the first large call
             try:
                 yield
             finally:
+                cpu.close()
                 await issued.close()  # every issued card queued so far is written first
                 await store.close()
 
@@ -120,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.public_base_url = settings.public_base_url
     app.state.max_body_bytes = settings.max_body_bytes
+    app.state.start_cpu_workers = False
     app.include_router(router)
     app.include_router(analytics_router)
     mount_preview(app, settings)  # /preview: development, or BLINA_CDS_PREVIEW=on
@@ -233,4 +261,6 @@ def app_factory() -> FastAPI:
     """Entry point for uvicorn (``service.main:app_factory``, ``factory=True``): settings from the environment."""
     settings = get_settings()
     logs.configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    app.state.start_cpu_workers = True
+    return app

@@ -79,15 +79,21 @@ async def call_service(service_id: str, request: Request, caller: CallerDep, eng
                        now: ClockDep) -> JSONResponse:
     service = _service(engine, service_id)
     logs.service_id.set(service.id)
-    body = _validated(HookRequest, await _json(request))
+    raw = await _read_body(request)
+    response = await pipeline.call(service, raw, parse=hook_request, caller=caller, engine=engine, now=now)
+    return JSONResponse(response.model_dump(mode="json", exclude_none=True))
+
+
+def hook_request(service: CdsService, raw: bytes) -> HookRequest:
+    """The validated hook request from a raw body (runs where the call is evaluated: here, or in a worker)."""
+    body = _validated(HookRequest, _parse_json(raw))
     logs.hook_instance.set(body.hookInstance)
     if body.hook != service.hook:
         raise InvalidRequest(
             f"hook '{body.hook}' does not match service '{service.id}' (hook '{service.hook}')", expression=["hook"]
         )
     _validated(service.context_model, body.context, prefix="context")
-    response = await pipeline.run(service, body, caller=caller, engine=engine, now=now)
-    return JSONResponse(response.model_dump(mode="json", exclude_none=True))
+    return body
 
 
 @router.post("/cds-services/{service_id}/feedback")
@@ -95,7 +101,11 @@ async def feedback(service_id: str, request: Request, caller: CallerDep, engine:
                    store: StoreDep, now: ClockDep) -> JSONResponse:
     service = _service(engine, service_id)
     logs.service_id.set(service.id)
-    body = _validated(FeedbackRequest, await _json(request))
+    raw = await _read_body(request)
+    if engine.cpu is not None and len(raw) > engine.cpu.inline_max_bytes:
+        body = await engine.cpu.submit(feedback_request, raw)  # a large batch is parsed off the event loop
+    else:
+        body = feedback_request(raw)
     mono = time.monotonic()
     records = []
     for item in body.feedback:
@@ -124,6 +134,10 @@ async def feedback(service_id: str, request: Request, caller: CallerDep, engine:
     return JSONResponse({"received": len(records), "stored": stored})
 
 
+def feedback_request(raw: bytes) -> FeedbackRequest:
+    return _validated(FeedbackRequest, _parse_json(raw))
+
+
 @router.get("/metrics")
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -147,7 +161,7 @@ def _service(engine: Engine, service_id: str) -> CdsService:
         raise UnknownService(service_id=service_id) from None
 
 
-async def _json(request: Request) -> Any:
+async def _read_body(request: Request) -> bytes:
     limit: int = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -159,7 +173,10 @@ async def _json(request: Request) -> Any:
         if size > limit:
             raise PayloadTooLarge(limit=limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _parse_json(raw: bytes) -> Any:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -71,6 +71,35 @@ class Settings(BaseSettings):
     preview_max_form_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     """Largest order-entry form accepted by /preview (a pasted hook request with its prefetch included)."""
 
+    # --- availability: outbound reads, CPU work off the event loop, connections (README "Limits") ---------------
+    fhir_max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest FHIR answer read, after decompression; past it the key is unavailable (412). A page of 5,000
+    realistic lab Observations is 8.4 MB as servers send it (compact JSON) and 14.7 MB pretty-printed."""
+    fhir_max_total_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """All FHIR answers of one hook call together (every key, every page); past it → 412."""
+    ca_bundle: Path | None = None
+    """PEM file of extra CAs trusted for every outbound TLS call (FHIR servers, jku), beside the public ones."""
+    cpu_pool: Literal["process", "thread"] = "process"
+    """Where large hook calls are parsed and evaluated: worker processes (the event loop keeps answering) or threads
+    (measured: the interpreter lock then still stalls /healthz for seconds; kept for comparison only)."""
+    cpu_workers: int = Field(default=1, ge=1)
+    """Worker processes per server process for large hook calls (started on the first one)."""
+    cpu_deadline_s: float = Field(default=20.0, gt=0)
+    """Time a large hook call may spend in its worker (parsing, timeline, rules, cards) before a 503. A maximal
+    (20 MiB) call took 2-6 s on a loaded 2-core machine."""
+    cpu_inline_max_bytes: int = Field(default=256 * 1024, ge=0)
+    """Hook bodies (and FHIR data fetched for them) up to this size are evaluated on the event loop: at most about
+    35 ms of it (an ordinary 50 KB call takes 4 ms; a worker round trip adds 1.5 ms). Larger ones go to a worker."""
+    limit_concurrency: int = Field(default=2000, ge=1)
+    """Open connections plus running requests per server process before uvicorn answers 503."""
+    keepalive_timeout_s: int = Field(default=5, ge=1)
+    """An idle keep-alive connection is closed after this many seconds."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection must deliver a complete request head within this many seconds of opening (or of its last
+    response), else it is closed: idle and slow-header connections cannot pile up."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=8192)
+    """Largest request head (request line and headers) buffered while incomplete; a JWT may be 16 KiB."""
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

@@ -152,7 +152,7 @@ def _wait_ready(server: FhirServer, *, timeout_s: float) -> None:
     raise RuntimeError(f"sekmet did not answer /metadata within {timeout_s:g} s ({last_error}):\n{server.log_tail()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -184,7 +184,7 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
         _wait_ready(server, timeout_s=START_TIMEOUT_S)
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -84,11 +84,16 @@ def is_within(url: str, base: str) -> bool:
 class FhirClient:
     """Reads from one EHR FHIR server per hook call; built per call over the process's shared client."""
 
-    def __init__(self, http: httpx.AsyncClient, *, base: str, token: str | None, max_pages: int) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, base: str, token: str | None, max_pages: int,
+                 max_response_bytes: int, max_total_bytes: int) -> None:
         self._http = http
         self.base = base.rstrip("/")
         self._token = token
         self._max_pages = max_pages
+        self._max_response_bytes = max_response_bytes
+        self._max_total_bytes = max_total_bytes
+        self.bytes_read = 0
+        """Body bytes read so far by this client (one hook call), all keys and pages together."""
 
     def url_for(self, relative: str) -> str:
         return f"{self.base}/{relative.lstrip('/')}"
@@ -102,7 +107,9 @@ class FhirClient:
             headers["Authorization"] = f"Bearer {self._token}"
         started = time.perf_counter()
         try:
-            response = await self._http.get(url, headers=headers, follow_redirects=False)
+            async with self._http.stream("GET", url, headers=headers, follow_redirects=False) as response:
+                status = response.status_code
+                content = await self._read_capped(response, resource_type=resource_type) if status == 200 else b""
         except httpx.HTTPError as exc:
             log.warning("fhir fetch failed", extra={"resource_type": resource_type, "error": type(exc).__name__})
             raise _failed(
@@ -111,24 +118,48 @@ class FhirClient:
             ) from None
         elapsed = time.perf_counter() - started
         metrics.FHIR_LATENCY.labels(resource_type=resource_type).observe(elapsed)
-        log.info(
-            "fhir fetch",
-            extra={"resource_type": resource_type, "status": response.status_code, "ms": round(elapsed * 1000, 1)},
-        )
-        if response.status_code == 404 and "?" not in url:
+        log.info("fhir fetch", extra={"resource_type": resource_type, "status": status, "ms": round(elapsed * 1000, 1)})
+        if status == 404 and "?" not in url:
             metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-found").inc()
             return None
-        if response.status_code != 200:
-            raise _failed(f"FHIR server answered {response.status_code}", resource_type=resource_type,
-                          outcome=f"http-{response.status_code}")
+        if status != 200:
+            raise _failed(f"FHIR server answered {status}", resource_type=resource_type, outcome=f"http-{status}")
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise _failed("FHIR server answer is not JSON", resource_type=resource_type, outcome="not-json") from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
             raise _failed("FHIR server answer is not a FHIR resource", resource_type=resource_type, outcome="not-fhir")
         metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="ok").inc()
         return body
+
+    async def _read_capped(self, response: httpx.Response, *, resource_type: str) -> bytes:
+        """The (decoded) body, read chunk by chunk; refused as soon as it passes either byte cap.
+
+        A ``Content-Length`` over the cap is refused before reading; a body that never ends is cut by the
+        call's deadline (``asyncio.timeout`` in ``prefetch.resolve``), and what was read is dropped with it.
+        Compressed bodies are counted after decoding, so a small gzip bomb is refused like a big body.
+        """
+        limit = min(self._max_response_bytes, self._max_total_bytes - self.bytes_read)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and "content-encoding" not in response.headers and int(declared) > limit:
+            raise self._too_large(resource_type)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise self._too_large(resource_type)
+        self.bytes_read += len(body)
+        return bytes(body)
+
+    def _too_large(self, resource_type: str) -> FhirFetchError:
+        if self._max_total_bytes - self.bytes_read < self._max_response_bytes:
+            reason = (f"FHIR answers of this call exceed {self._max_total_bytes} bytes in total "
+                      "(BLINA_CDS_FHIR_MAX_TOTAL_BYTES)")
+        else:
+            reason = f"FHIR answer larger than {self._max_response_bytes} bytes (BLINA_CDS_FHIR_MAX_RESPONSE_BYTES)"
+        log.warning("fhir answer too large", extra={"resource_type": resource_type})
+        return _failed(reason, resource_type=resource_type, outcome="too-large")
 
     async def read(self, relative: str) -> list[Mapping[str, Any]]:
         """``Patient/123`` → ``[patient]`` (``[]`` when the server has no such resource)."""

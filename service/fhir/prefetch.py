@@ -142,41 +142,20 @@ async def resolve(
     allowed_servers: Sequence[str] | None,
     timeout_s: float,
     max_pages: int,
+    max_response_bytes: int,
+    max_total_bytes: int,
 ) -> Resolved:
     """Resources for every advertised key: prefetched where usable, fetched concurrently otherwise.
 
     ``allowed_servers`` are the FHIR base URLs the caller's issuer may send (``None``: any — auth off).
     """
-    prefetch = request.prefetch or {}
-    for key in templates:
-        if key in prefetch:
-            _check_value(key, prefetch[key])
-    missing = set(find_missing_prefetch(templates, prefetch))
-    resolved = Resolved()
-    paged: dict[str, Mapping[str, Any]] = {}
-
-    for key in templates:
-        if key in missing:
-            continue
-        value = prefetch[key]
-        if value is None:
-            resolved.data[key] = []
-            resolved.states[key] = "null"
-        elif value.get("resourceType") == "Bundle":
-            if next_link(value, base=request.fhirServer or "") is not None:
-                paged[key] = value
-            else:  # any OperationOutcome left in it only warns (an error one made the key missing)
-                resolved.data[key] = searchset_resources(value, resource_type=_resource_type(templates[key]))
-                resolved.states[key] = "prefetched"
-        else:
-            resolved.data[key] = [value]
-            resolved.states[key] = "prefetched"
-
+    resolved, missing, paged = from_prefetch(templates, request)
     if not missing and not paged:
         return resolved
 
     needs = sorted(missing | set(paged))
-    client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs)
+    client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs,
+                         max_response_bytes=max_response_bytes, max_total_bytes=max_total_bytes)
 
     async def fetch(key: str) -> tuple[str, Resources]:
         template = templates[key]
@@ -213,6 +192,38 @@ async def resolve(
     return resolved
 
 
+def from_prefetch(
+    templates: Mapping[str, str], request: HookRequest
+) -> tuple[Resolved, set[str], dict[str, Mapping[str, Any]]]:
+    """What the prefetch alone gives, without a request: the resolved keys, the keys missing, and the prefetched
+    searchsets that have more pages (``next``) to fetch."""
+    prefetch = request.prefetch or {}
+    for key in templates:
+        if key in prefetch:
+            _check_value(key, prefetch[key])
+    missing = set(find_missing_prefetch(templates, prefetch))
+    resolved = Resolved()
+    paged: dict[str, Mapping[str, Any]] = {}
+
+    for key in templates:
+        if key in missing:
+            continue
+        value = prefetch[key]
+        if value is None:
+            resolved.data[key] = []
+            resolved.states[key] = "null"
+        elif value.get("resourceType") == "Bundle":
+            if next_link(value, base=request.fhirServer or "") is not None:
+                paged[key] = value
+            else:  # any OperationOutcome left in it only warns (an error one made the key missing)
+                resolved.data[key] = searchset_resources(value, resource_type=_resource_type(templates[key]))
+                resolved.states[key] = "prefetched"
+        else:
+            resolved.data[key] = [value]
+            resolved.states[key] = "prefetched"
+    return resolved, missing, paged
+
+
 def _first_failure(group_error: BaseExceptionGroup[BaseException]) -> BaseException:
     """The 412 a failed set of fetches answers with; anything else (our bug) is re-raised as is."""
     for exc in group_error.exceptions:
@@ -235,6 +246,8 @@ def _client_for(
     allowed_servers: Sequence[str] | None,
     max_pages: int,
     keys: list[str],
+    max_response_bytes: int,
+    max_total_bytes: int,
 ) -> FhirClient:
     server = request.fhirServer
     if not server:
@@ -247,4 +260,5 @@ def _client_for(
             "fhirServer is not a FHIR server this client's issuer is trusted to send", prefetch_keys=keys
         )
     token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
-    return FhirClient(http, base=server, token=token, max_pages=max_pages)
+    return FhirClient(http, base=server, token=token, max_pages=max_pages, max_response_bytes=max_response_bytes,
+                      max_total_bytes=max_total_bytes)

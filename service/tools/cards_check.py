@@ -118,7 +118,8 @@ async def _example_findings(kb: Knowledge, names: Iterable[str]) -> tuple[dict[s
                     request = HookRequest.model_validate(examples.request_for(name, call["id"], now=now))
                     service = catalog[call["service"]]
                     resolved = await prefetch.resolve(service.prefetch, request, http=http, allowed_servers=None,
-                                                      timeout_s=5.0, max_pages=1)
+                                                      timeout_s=5.0, max_pages=1, max_response_bytes=0,
+                                                      max_total_bytes=0)  # never fetches (``_refuse``)
                     timeline = build_timeline(hook=service.hook, context=request.context, data=resolved.data,
                                               kb=kb, now=now)
                     findings = evaluate(timeline, kb, rule_ids=service.rule_ids)

@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.public_base_url = settings.public_base_url
     app.state.max_body_bytes = settings.max_body_bytes
+    app.state.settings = settings
     app.include_router(router)
 
     @app.exception_handler(CdsServiceError)

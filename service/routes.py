@@ -19,9 +19,17 @@ from pydantic import BaseModel, ValidationError
 from service import logs, metrics, pipeline
 from service.auth import AUTH_OFF_CALLER, Caller
 from service.catalog import CdsService
-from service.errors import InvalidRequest, PayloadTooLarge, StoreUnavailable, UnknownService
+from service.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    StoreUnavailable,
+    UnknownService,
+    UnsupportedMediaType,
+    clip,
+)
 from service.pipeline import Engine
 from service.schemas import FeedbackRequest, HookRequest
+from service.settings import Settings
 from service.store import FeedbackRecord, FeedbackStore
 
 router = APIRouter()
@@ -41,6 +49,8 @@ def get_store(request: Request) -> FeedbackStore:
 
 async def get_caller(request: Request) -> Caller:
     """The authenticated caller: the JWT is checked on every discovery, hook and feedback call."""
+    if len(request.headers.getlist("authorization")) > 1:  # which one would count? refuse rather than guess
+        raise InvalidRequest("More than one Authorization header", expression=["header.Authorization"])
     verifier = request.app.state.verifier
     if verifier is None:  # BLINA_CDS_AUTH=off (development)
         return AUTH_OFF_CALLER
@@ -80,10 +90,14 @@ async def call_service(service_id: str, request: Request, caller: CallerDep, eng
     service = _service(engine, service_id)
     logs.service_id.set(service.id)
     body = _validated(HookRequest, await _json(request))
+    limit = request.app.state.settings.max_hook_instance_chars
+    if len(body.hookInstance) > limit:
+        raise InvalidRequest(f"hookInstance is longer than {limit} characters", expression=["hookInstance"])
     logs.hook_instance.set(body.hookInstance)
     if body.hook != service.hook:
         raise InvalidRequest(
-            f"hook '{body.hook}' does not match service '{service.id}' (hook '{service.hook}')", expression=["hook"]
+            f"hook '{clip(body.hook)}' does not match service '{service.id}' (hook '{service.hook}')",
+            expression=["hook"],
         )
     _validated(service.context_model, body.context, prefix="context")
     response = await pipeline.run(service, body, caller=caller, engine=engine, now=now)
@@ -95,7 +109,7 @@ async def feedback(service_id: str, request: Request, caller: CallerDep, engine:
                    store: StoreDep, now: ClockDep) -> JSONResponse:
     service = _service(engine, service_id)
     logs.service_id.set(service.id)
-    body = _validated(FeedbackRequest, await _json(request))
+    body = _validated(FeedbackRequest, _bounded_feedback(await _json(request), request.app.state.settings))
     mono = time.monotonic()
     records = []
     for item in body.feedback:
@@ -147,7 +161,49 @@ def _service(engine: Engine, service_id: str) -> CdsService:
         raise UnknownService(service_id=service_id) from None
 
 
+def _is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/fhir+json``, with any parameters (``; charset=utf-8``)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type in ("application/json", "application/fhir+json")
+
+
+def _bounded_feedback(value: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Refuse a feedback batch past its limits before any item is parsed (parsing 100,000 items takes seconds).
+
+    Too many items → 413; a text field (anywhere in an item) or a list inside an item past its limit → 400.
+    """
+    items = value.get("feedback")
+    if not isinstance(items, list):
+        return value  # the model names the problem
+    if len(items) > settings.max_feedback_items:
+        raise PayloadTooLarge(f"feedback holds more than {settings.max_feedback_items} items",
+                              limit=settings.max_feedback_items, expression=["feedback"])
+    for i, item in enumerate(items):
+        _check_sizes(item, f"feedback[{i}]", settings)
+    return value
+
+
+def _check_sizes(item: Any, where: str, settings: Settings) -> None:
+    """Every string and list inside ``item``, however deep (an explicit stack: no recursion limit to hit)."""
+    stack: list[tuple[Any, str]] = [(item, where)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if len(value) > settings.max_feedback_text_chars:
+                raise InvalidRequest(f"{path} is longer than {settings.max_feedback_text_chars} characters",
+                                     expression=[path])
+        elif isinstance(value, dict):
+            stack.extend((inner, f"{path}.{clip(str(key))}") for key, inner in value.items())
+        elif isinstance(value, list):
+            if len(value) > settings.max_feedback_items:
+                raise InvalidRequest(f"{path} holds more than {settings.max_feedback_items} items",
+                                     expression=[path])
+            stack.extend((inner, f"{path}[{i}]") for i, inner in enumerate(value))
+
+
 async def _json(request: Request) -> Any:
+    if not _is_json(request.headers.get("content-type")):
+        raise UnsupportedMediaType()
     limit: int = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

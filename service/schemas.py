@@ -8,9 +8,43 @@ optional field is ever ``null``; empty lists are never produced (spec: "JSON ele
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+FHIR_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
+"""FHIR R4 ``id`` (a context value that goes into a URL must be one: no ``/``, ``?``, ``&``, ``,`` or ``%``)."""
+_FHIR_ID = re.compile(FHIR_ID_PATTERN)
+
+
+def is_fhir_id(value: str) -> bool:
+    """A FHIR id, and not ``.`` or ``..`` (which a URL would read as a path step)."""
+    return bool(_FHIR_ID.match(value)) and value.strip(".") != ""
+
+
+def _fhir_id(value: str) -> str:
+    if not is_fhir_id(value):
+        raise ValueError("must be a FHIR id: 1-64 of A-Z a-z 0-9 - . (and not only dots)")
+    return value
+
+
+FhirId = Annotated[
+    str,
+    AfterValidator(_fhir_id),
+    WithJsonSchema({"type": "string", "pattern": FHIR_ID_PATTERN, "description": "a FHIR id, not only dots"}),
+]
 
 # ---------------------------------------------------------------- requests
 
@@ -49,8 +83,23 @@ class HookRequest(_Lenient):
     @field_validator("fhirServer")
     @classmethod
     def _absolute_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
+        # A base URL and nothing else: a query or fragment would ride along on every fetch (``?_type=…&x=``
+        # turns each read into a system-wide search), userinfo would send credentials we never chose.
+        if v is None:
+            return v
+        if not v.startswith(("http://", "https://")):
             raise ValueError("fhirServer must be an absolute http(s) URL")
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+        except ValueError:
+            raise ValueError("fhirServer is not a valid URL") from None
+        if "?" in v or "#" in v:
+            raise ValueError("fhirServer must be a base URL without a query or fragment")
+        if "@" in parts.netloc:
+            raise ValueError("fhirServer must not carry user information")
+        if not parts.hostname:
+            raise ValueError("fhirServer must name a host")
         return v
 
     @model_validator(mode="after")
@@ -63,8 +112,8 @@ class HookRequest(_Lenient):
 
 class PatientViewContext(_Lenient):
     userId: str
-    patientId: str = Field(min_length=1)
-    encounterId: str | None = None
+    patientId: FhirId
+    encounterId: FhirId | None = None
 
 
 class _Bundle(_Lenient):

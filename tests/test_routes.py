@@ -94,7 +94,8 @@ async def test_prefetch_searches_by_code_where_rules_use_specific_codes(client: 
 
 
 async def test_malformed_json_is_400_with_operation_outcome(client: httpx.AsyncClient) -> None:
-    response = await client.post(f"/cds-services/{PATIENT_VIEW}", content=b'{"hook": ')
+    response = await client.post(f"/cds-services/{PATIENT_VIEW}", content=b'{"hook": ',
+                                 headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert outcome_fields(response) == ["body"]
     assert "not valid JSON" in response.json()["issue"][0]["diagnostics"]

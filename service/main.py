@@ -197,9 +197,9 @@ class _AccessLog:
             await self.app(scope, receive, send_status)
         finally:
             elapsed = time.perf_counter() - begin
-            metrics.REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
-            metrics.LATENCY.labels(route=route, method=scope["method"]).observe(elapsed)
-            log.info("request", extra={"method": scope["method"], "route": route, "status": status,
+            metrics.observe_request(route=route, method=scope["method"], status=status, seconds=elapsed)
+            log.info("request", extra={"method": metrics.method_label(scope["method"]), "route": route,
+                                       "status": status,
                                        "ms": round(elapsed * 1000, 1)})
 
 
@@ -219,5 +219,5 @@ def _route_of(path: str) -> str:
 def app_factory() -> FastAPI:
     """Entry point for uvicorn (``service.main:app_factory``, ``factory=True``): settings from the environment."""
     settings = get_settings()
-    logs.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level, max_field_chars=settings.log_max_field_chars)
     return create_app(settings)

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     """Most items in one feedback batch (an EHR sends one per card it showed); more → 413, nothing stored."""
     max_feedback_text_chars: int = Field(default=2000, ge=64)
     """Longest text field of a feedback item (userComment, a reason's code/system/display, ids); longer → 400."""
+    log_max_field_chars: int = Field(default=512, ge=64)
+    """Longest string in a log line (message, hookInstance, any field); the rest is cut, so no request grows a log."""
 
     cards_dir: Path = DEFAULT_CARDS_DIR
     knowledge_dir: Path = DEFAULT_KNOWLEDGE_DIR

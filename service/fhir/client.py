@@ -120,7 +120,7 @@ class FhirClient:
             return None
         if response.status_code != 200:
             raise _failed(f"FHIR server answered {response.status_code}", resource_type=resource_type,
-                          outcome=f"http-{response.status_code}")
+                          outcome=f"http-{metrics.status_class(response.status_code)}")
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:

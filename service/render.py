@@ -3,8 +3,9 @@
 Card wording lives only in ``cards/``; this module never writes a sentence a clinician reads. Templates
 run in Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a template cannot reach
 Python internals or mutate the facts, and a fact a template names but a finding lacks is an error,
-not a silently blank sentence. Strings interpolated into the Markdown ``detail`` are escaped, so text
-from the chart cannot inject links or HTML (the Sandbox renders raw HTML in ``detail``).
+not a silently blank sentence. Every interpolated value goes through ``service.chart_text`` (Markdown
+rules for ``detail``, plain-text rules for the other fields), so text from the chart cannot inject HTML,
+links or Markdown structure (the Sandbox renders raw HTML in ``detail``).
 
 Every card gets a fresh ``uuid`` (feedback needs it); every suggestion too, with
 ``selectionBehavior`` set and its actions worded by the card file's ``[actions.<key>]`` tables.
@@ -12,9 +13,7 @@ Every card gets a fresh ``uuid`` (feedback needs it); every suggestion too, with
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -25,6 +24,7 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from service import chart_text
 from service.errors import KnowledgeError
 from service.rules.base import Finding
 from service.schemas import Action, Card, Coding, Source, Suggestion
@@ -32,18 +32,13 @@ from service.schemas import Action, Card, Coding, Source, Suggestion
 log = logging.getLogger("blina_cds.render")
 
 SUMMARY_LIMIT = 139  # spec: "One-sentence, <140-character summary"
-_MD_SPECIALS = re.compile(r"([\\`*_\[\]()#|!])")
 
-
-def _escape_markdown(value: Any) -> Any:
-    if isinstance(value, str):
-        return _MD_SPECIALS.sub(r"\\\1", html.escape(value, quote=False))
-    return value
-
-
-_TEXT_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+_TEXT_ENV = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=chart_text.finalize_plain
+)
 _MD_ENV = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, finalize=_escape_markdown, trim_blocks=True, lstrip_blocks=True
+    undefined=StrictUndefined, autoescape=False, finalize=chart_text.finalize_markdown, trim_blocks=True,
+    lstrip_blocks=True,
 )
 
 

@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"blina-cds: invalid settings: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, max_field_chars=settings.log_max_field_chars)
+    configure_logging(settings.log_level)
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, logs, metrics
+from service import __version__, logs, metrics, openapi
 from service.auth import JwtVerifier, TrustedIssuers
 from service.catalog import build_catalog
 from service.errors import AuthError, CdsServiceError, InvalidRequest
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.settings = settings
     app.include_router(router)
+    openapi.install(app, settings, services=list(catalog.values()))
 
     @app.exception_handler(CdsServiceError)
     async def _service_error(request: Request, exc: CdsServiceError) -> Response:
@@ -128,7 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
-        return _outcome(exc.status_code, code, str(exc.detail))
+        response = _outcome(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # a 405 names the allowed methods (Allow, RFC 9110)
+        return response
 
     app.add_middleware(_LastResort)
     app.add_middleware(_AccessLog)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from service import logs, metrics, pipeline
+from service import logs, metrics, openapi, pipeline
 from service.auth import AUTH_OFF_CALLER, Caller
 from service.catalog import CdsService
 from service.errors import (
@@ -27,6 +27,7 @@ from service.errors import (
     UnsupportedMediaType,
     clip,
 )
+from service.fhir import prefetch
 from service.pipeline import Engine
 from service.schemas import FeedbackRequest, HookRequest
 from service.settings import Settings
@@ -79,12 +80,12 @@ class JSONResponse(Response):
             return json.dumps(content, separators=(",", ":")).encode()
 
 
-@router.get("/cds-services")
+@router.get("/cds-services", openapi_extra=openapi.DISCOVERY)
 async def discovery(caller: CallerDep, engine: EngineDep) -> JSONResponse:
     return JSONResponse({"services": [s.discovery() for s in engine.catalog.values()]})
 
 
-@router.post("/cds-services/{service_id}")
+@router.post("/cds-services/{service_id}", openapi_extra=openapi.HOOK_CALL)
 async def call_service(service_id: str, request: Request, caller: CallerDep, engine: EngineDep,
                        now: ClockDep) -> JSONResponse:
     service = _service(engine, service_id)
@@ -100,11 +101,12 @@ async def call_service(service_id: str, request: Request, caller: CallerDep, eng
             expression=["hook"],
         )
     _validated(service.context_model, body.context, prefix="context")
+    prefetch.check_request(service.prefetch, body)  # even when the pipeline answers without reading the chart
     response = await pipeline.run(service, body, caller=caller, engine=engine, now=now)
     return JSONResponse(response.model_dump(mode="json", exclude_none=True))
 
 
-@router.post("/cds-services/{service_id}/feedback")
+@router.post("/cds-services/{service_id}/feedback", openapi_extra=openapi.FEEDBACK)
 async def feedback(service_id: str, request: Request, caller: CallerDep, engine: EngineDep,
                    store: StoreDep, now: ClockDep) -> JSONResponse:
     service = _service(engine, service_id)
@@ -138,12 +140,12 @@ async def feedback(service_id: str, request: Request, caller: CallerDep, engine:
     return JSONResponse({"received": len(records), "stored": stored})
 
 
-@router.get("/metrics")
+@router.get("/metrics", openapi_extra=openapi.METRICS)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra=openapi.HEALTH)
 async def healthz(store: StoreDep) -> JSONResponse:
     """Alive and able to store feedback (a replica that cannot is taken out of rotation)."""
     try:

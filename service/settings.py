@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     max_hook_instance_chars: int = Field(default=128, ge=36)
     """Longest ``hookInstance`` accepted (the spec makes it a UUID: 36 characters); longer → 400."""
     max_feedback_items: int = Field(default=100, ge=1)
-    """Most items in one feedback batch (an EHR sends one per card it showed); more → 413, nothing stored."""
+    """Most items in one feedback batch (an EHR sends one per card it showed; more → 413) and in any list inside
+    an item (more → 400); nothing is stored."""
     max_feedback_text_chars: int = Field(default=2000, ge=64)
     """Longest text field of a feedback item (userComment, a reason's code/system/display, ids); longer → 400."""
     log_max_field_chars: int = Field(default=512, ge=64)

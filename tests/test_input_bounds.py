@@ -89,7 +89,7 @@ async def test_a_hook_instance_over_128_characters_is_400(make_app: AppFactory) 
     assert at_limit.status_code == 200
 
 
-BAD_IDS = ["p1,p2", "p1&_count=1000", "../Observation", "..", ".", "p 1", "p1?x=1", "p%2F1", "é", "p" * 65, ""]
+BAD_IDS = ["p1,p2", "p1\n", "p1&_count=1000", "../Observation", "..", ".", "p 1", "p1?x=1", "p%2F1", "é", "p" * 65, ""]
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
@@ -139,6 +139,8 @@ def test_every_template_token_must_be_a_fhir_id() -> None:
         "https://ehr.example.org@evil.example.org/fhir",
         "https://ehr.example.org:notaport/fhir",
         "https:///fhir",
+        f"{FHIR}\n",
+        "https://ehr.example.org/fhir/a b",
     ],
 )
 async def test_a_fhir_server_with_query_fragment_or_userinfo_is_400_and_nothing_is_fetched(

@@ -123,10 +123,17 @@ def _url_id(value: str, *, field: str) -> str:
     return quote(value, safe="")
 
 
-def check_template_values(templates: Mapping[str, str], context: Mapping[str, Any]) -> None:
-    """Every context value a template names is a FHIR id, whether or not a fetch is needed (400 otherwise)."""
+def check_request(templates: Mapping[str, str], request: HookRequest) -> None:
+    """400 unless every context value a template names is a FHIR id and every prefetch value has a usable shape.
+
+    Checked whether or not a fetch is needed, so the same request is refused the same way every time.
+    """
     for template in templates.values():
-        render_template(template, context)
+        render_template(template, request.context)
+    prefetch = request.prefetch or {}
+    for key in templates:
+        if key in prefetch:
+            _check_value(key, prefetch[key], template=templates[key])
 
 
 def _check_value(key: str, value: Any, *, template: str) -> None:
@@ -168,11 +175,7 @@ async def resolve(
 
     ``allowed_servers`` are the FHIR base URLs the caller's issuer may send (``None``: any — auth off).
     """
-    prefetch = request.prefetch or {}
-    check_template_values(templates, request.context)
-    for key in templates:
-        if key in prefetch:
-            _check_value(key, prefetch[key], template=templates[key])
+    prefetch = request.prefetch or {}  # its shape and the context ids were checked by check_request (routes)
     missing = set(find_missing_prefetch(templates, prefetch))
     resolved = Resolved()
     paged: dict[str, Mapping[str, Any]] = {}
@@ -251,7 +254,7 @@ def _first_failure(group_error: BaseExceptionGroup[BaseException]) -> BaseExcept
     for exc in group_error.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             return _first_failure(exc)
-        if isinstance(exc, PrefetchUnavailable):
+        if isinstance(exc, PrefetchUnavailable | InvalidRequest):
             return exc
     return group_error
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from service import openapi
 from service.errors import CdsServiceError, InvalidRequest, StoreUnavailable
 from service.routes import CallerDep, JSONResponse, StoreDep
 from service.store import RuleReport
@@ -54,7 +55,7 @@ def report_body(rules: list[RuleReport], since: dt.datetime | None) -> dict[str,
     return {"since": since.isoformat() if since else None, "rules": [r.as_dict() for r in rules]}
 
 
-@router.get("/analytics/feedback")
+@router.get("/analytics/feedback", openapi_extra=openapi.ANALYTICS)
 async def feedback_analytics(request: Request, caller: CallerDep, store: StoreDep,
                              since: Annotated[str | None, Query(max_length=40)] = None) -> JSONResponse:
     try:

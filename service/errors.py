@@ -4,7 +4,9 @@ The tree::
 
     CdsServiceError                      (never raised itself)
       ├─ InvalidRequest        → 400     malformed JSON, missing or mistyped field, hook ≠ service
-      ├─ PayloadTooLarge       → 413     body over BLINA_CDS_MAX_BODY_BYTES
+      ├─ PayloadTooLarge       → 413     body over BLINA_CDS_MAX_BODY_BYTES, feedback batch over
+      │                                  BLINA_CDS_MAX_FEEDBACK_ITEMS
+      ├─ UnsupportedMediaType  → 415     a body that is not declared JSON
       ├─ AuthError             → 401     any JWT check failed; the body never says which
       ├─ UnknownService        → 404     no service with that id
       ├─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
@@ -22,6 +24,11 @@ OperationOutcome body by ``service.main`` (CDS Hooks 3.0 recommends OperationOut
 from __future__ import annotations
 
 from typing import Any
+
+
+def clip(value: str, limit: int = 64) -> str:
+    """A request value quoted in a message or log line, bounded (the rest is replaced by an ellipsis)."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 class CdsServiceError(Exception):
@@ -76,9 +83,19 @@ class PayloadTooLarge(CdsServiceError):
     status_code = 413
     issue_code = "too-costly"
 
-    def __init__(self, *, limit: int) -> None:
-        super().__init__(f"Request body is larger than {limit} bytes", expression=["body"])
+    def __init__(self, message: str | None = None, *, limit: int, expression: list[str] | None = None) -> None:
+        super().__init__(message or f"Request body is larger than {limit} bytes", expression=expression or ["body"])
         self.limit = limit
+
+
+class UnsupportedMediaType(CdsServiceError):
+    """The request body is not declared as JSON (``application/json`` or ``application/fhir+json``)."""
+
+    status_code = 415
+    issue_code = "not-supported"
+
+    def __init__(self) -> None:
+        super().__init__("Content-Type must be application/json or application/fhir+json", expression=["body"])
 
 
 class AuthError(CdsServiceError):
@@ -103,7 +120,7 @@ class UnknownService(CdsServiceError):
     issue_code = "not-found"
 
     def __init__(self, *, service_id: str) -> None:
-        super().__init__(f"Unknown CDS service id '{service_id}'")
+        super().__init__(f"Unknown CDS service id '{clip(service_id)}'")
         self.service_id = service_id
 
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, logs, metrics
+from service import __version__, logs, metrics, openapi
 from service.analytics import router as analytics_router
 from service.auth import JwtVerifier, TrustedIssuers
 from service.catalog import build_catalog
@@ -147,10 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.public_base_url = settings.public_base_url
     app.state.max_body_bytes = settings.max_body_bytes
+    app.state.settings = settings
     app.state.start_cpu_workers = False
     app.include_router(router)
     app.include_router(analytics_router)
     mount_preview(app, settings)  # /preview: development, or BLINA_CDS_PREVIEW=on
+    openapi.install(app, settings, services=list(catalog.values()))
 
     @app.exception_handler(CdsServiceError)
     async def _service_error(request: Request, exc: CdsServiceError) -> Response:
@@ -169,7 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
-        return _outcome(exc.status_code, code, str(exc.detail))
+        response = _outcome(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # a 405 names the allowed methods (Allow, RFC 9110)
+        return response
 
     app.add_middleware(_LastResort)
     app.add_middleware(_AccessLog)
@@ -238,9 +242,9 @@ class _AccessLog:
             await self.app(scope, receive, send_status)
         finally:
             elapsed = time.perf_counter() - begin
-            metrics.REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
-            metrics.LATENCY.labels(route=route, method=scope["method"]).observe(elapsed)
-            log.info("request", extra={"method": scope["method"], "route": route, "status": status,
+            metrics.observe_request(route=route, method=scope["method"], status=status, seconds=elapsed)
+            log.info("request", extra={"method": metrics.method_label(scope["method"]), "route": route,
+                                       "status": status,
                                        "ms": round(elapsed * 1000, 1)})
 
 
@@ -260,7 +264,7 @@ def _route_of(path: str) -> str:
 def app_factory() -> FastAPI:
     """Entry point for uvicorn (``service.main:app_factory``, ``factory=True``): settings from the environment."""
     settings = get_settings()
-    logs.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level, max_field_chars=settings.log_max_field_chars)
     app = create_app(settings)
     app.state.start_cpu_workers = True
     return app

@@ -1,6 +1,10 @@
 """Prometheus metrics, exported at ``/metrics``.
 
-Labels never carry patient data: services, rules, indicators, resource types and outcomes only.
+Every label has a fixed, bounded set of values — service ids from the catalog, rule ids, indicators,
+resource types from our own prefetch templates, prefetch states, outcomes, status classes — and never a
+value from a request or from the FHIR server: the endpoint is unauthenticated, and each new label value is
+a new series held in memory for the life of the process. Values that come from outside (an HTTP method,
+a status code) go through :func:`method_label` and :func:`status_class` first.
 """
 
 from __future__ import annotations
@@ -8,7 +12,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter(
-    "blina_cds_requests_total", "HTTP requests answered", ["route", "method", "status"]
+    "blina_cds_requests_total", "HTTP requests answered, by route template, method and status class",
+    ["route", "method", "status"],
 )
 LATENCY = Histogram(
     "blina_cds_request_seconds",
@@ -32,3 +37,22 @@ PREFETCH = Counter(
     ["service", "state"],
 )
 FEEDBACK = Counter("blina_cds_feedback_total", "Feedback items received", ["service", "outcome"])
+
+METHODS = frozenset({"GET", "POST", "OPTIONS", "HEAD"})
+
+
+def method_label(method: str) -> str:
+    """The request's method, or ``other`` for any method we do not serve (a client may send any token)."""
+    return method if method in METHODS else "other"
+
+
+def status_class(status: int) -> str:
+    """``404`` → ``4xx``; anything outside 100-599 → ``other``."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+def observe_request(*, route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered HTTP request; ``route`` is a route template, never the raw path."""
+    label = method_label(method)
+    REQUESTS.labels(route=route, method=label, status=status_class(status)).inc()
+    LATENCY.labels(route=route, method=label).observe(seconds)

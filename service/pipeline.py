@@ -34,6 +34,7 @@ from service.knowledge import Knowledge
 from service.offload import CpuPool, Evaluator, evaluator
 from service.render import CardRenderer
 from service.rules import evaluate
+from service.rules.base import Finding
 from service.schemas import Card, CdsResponse, HookRequest
 from service.store import IssuedCard
 from service.timeline import build_timeline, draft_resources, has_blinatumomab_draft
@@ -129,13 +130,16 @@ async def run(service: CdsService, request: HookRequest, *, caller: Caller, engi
 def evaluate_cards(ev: Evaluator, service: CdsService, context: Mapping[str, Any],
                    data: Mapping[str, list[Mapping[str, Any]]], *, now: dt.datetime) -> list[tuple[Card, str, str]]:
     """Steps 2–4: timeline, rules, cards (most urgent first), each with its rule id and indicator."""
-    try:
+    def analyse(data: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any]) -> list[Finding]:
         timeline = build_timeline(hook=service.hook, context=context, data=data, kb=ev.kb, now=now)  # 2
-        findings = evaluate(timeline, ev.kb, rule_ids=service.rule_ids)                           # 3
+        return evaluate(timeline, ev.kb, rule_ids=service.rule_ids)                                  # 3
+
+    try:
+        findings = analyse(data, context)
     except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
-        unreadable = _unreadable(data, context)
+        unreadable = _unreadable(data, context, analyse)
         if unreadable is None:
-            raise  # valid FHIR that our code could not read: our bug, a 500 with the traceback logged
+            raise  # not caused by one invalid resource: our bug, a 500 with the traceback logged
         raise unreadable from exc
     findings.sort(key=lambda f: _RANK[f.indicator])
     return [(ev.renderer.render(f), f.rule_id, f.indicator) for f in findings]                   # 4
@@ -220,10 +224,43 @@ def _evaluate_payload(service_id: str, payload: bytes, states: dict[str, str], n
     return Evaluated(evaluate_cards(ev, ev.catalog[service_id], parsed["context"], parsed["data"], now=now), states)
 
 
-def _unreadable(data: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any]) -> InvalidRequest | None:
-    """A 400 naming the resource that broke the timeline, when it is invalid FHIR (else it is our bug: 500)."""
-    found = find_invalid_resource(data, draft_resources(context))
-    if found is None:
+def _unreadable(data: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any],
+                analyse: Callable[[Mapping[str, list[Mapping[str, Any]]], Mapping[str, Any]], object],
+                ) -> InvalidRequest | None:
+    """A 400 naming the invalid FHIR resource that made the analysis fail; ``None`` when no such resource did.
+
+    A resource is blamed only on evidence: the analysis succeeds once every invalid resource is left out, and
+    fails again when this one alone is put back. So an invalid resource elsewhere in the chart is never blamed
+    for a failure it did not cause (that one is our bug: a 500, with the traceback logged).
+    """
+    drafts = draft_resources(context)
+    invalid: list[tuple[int, tuple[str, str, str]]] = []
+    for key, resources in data.items():
+        for resource in resources:
+            if (found := find_invalid_resource({key: [resource]}, [])) is not None:
+                invalid.append((id(resource), found))
+    for resource in drafts:
+        if (found := find_invalid_resource({}, [resource])) is not None:
+            invalid.append((id(resource), found))
+    if not invalid or _fails(analyse, data, context, drop={i for i, _ in invalid}):
         return None
-    where, ref, problem = found
-    return InvalidRequest(f"{where}: {ref} is not valid FHIR R4 ({problem})", expression=[where])
+    for culprit, (where, ref, problem) in invalid:
+        if _fails(analyse, data, context, drop={i for i, _ in invalid} - {culprit}):
+            return InvalidRequest(f"{where}: {ref} is not valid FHIR R4 ({problem})", expression=[where])
+    return None
+
+
+def _fails(analyse: Callable[[Mapping[str, list[Mapping[str, Any]]], Mapping[str, Any]], object],
+           data: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any], *, drop: set[int]) -> bool:
+    """Whether the analysis fails on the data and drafts without the resources in ``drop`` (by identity)."""
+    kept = {key: [r for r in resources if id(r) not in drop] for key, resources in data.items()}
+    ctx = dict(context)
+    draft = context.get("draftOrders")
+    if isinstance(draft, Mapping) and isinstance(draft.get("entry"), list):
+        ctx["draftOrders"] = {**draft, "entry": [
+            e for e in draft["entry"] if not (isinstance(e, Mapping) and id(e.get("resource")) in drop)]}
+    try:
+        analyse(kept, ctx)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+        return True
+    return False

@@ -3,8 +3,9 @@
 Card wording lives only in ``cards/``; this module never writes a sentence a clinician reads. Templates
 run in Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a template cannot reach
 Python internals or mutate the facts, and a fact a template names but a finding lacks is an error,
-not a silently blank sentence. Strings interpolated into the Markdown ``detail`` are escaped, so text
-from the chart cannot inject links or HTML (the Sandbox renders raw HTML in ``detail``).
+not a silently blank sentence. Every interpolated value goes through ``service.chart_text`` (Markdown
+rules for ``detail``, plain-text rules for the other fields), so text from the chart cannot inject HTML,
+links or Markdown structure (the Sandbox renders raw HTML in ``detail``).
 
 Every card gets a fresh ``uuid`` (feedback needs it); every suggestion too, with
 ``selectionBehavior`` set and its actions worded by the card file's ``[actions.<key>]`` tables.
@@ -27,7 +28,6 @@ Card files, as an analyst writes them:
 from __future__ import annotations
 
 import hashlib
-import html
 import logging
 import re
 import tomllib
@@ -40,6 +40,7 @@ from typing import Any, Literal
 from jinja2 import BaseLoader, ChoiceLoader, DictLoader, FileSystemLoader, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from service import chart_text
 from service.errors import KnowledgeError
 from service.rules.base import Finding
 from service.schemas import Action, Card, Coding, Source, Suggestion
@@ -50,15 +51,6 @@ SUMMARY_LIMIT = 139  # spec: "One-sentence, <140-character summary"
 PROVENANCE_KEY = "blina-cds.provenance"
 """The card ``extension`` key (CDS Hooks 2.0: extensions are a JSON object; keys namespaced)."""
 DEFAULTS_FILE = "_defaults.toml"
-_MD_SPECIALS = re.compile(r"([\\`*_\[\]()#|!])")
-
-
-def _escape_markdown(value: Any) -> Any:
-    if isinstance(value, str):
-        return _MD_SPECIALS.sub(r"\\\1", html.escape(value, quote=False))
-    return value
-
-
 # A line holding only block tags and/or comments (and spaces): it is removed together with its newline.
 # ``{% include %}`` writes text, so its line stays a line.
 _TAG = r"(?:\{%-?(?!\s*include\b).*?%\}|\{#.*?#\})"
@@ -80,8 +72,10 @@ class _CardEnvironment(ImmutableSandboxedEnvironment):
 def _environments(loader: BaseLoader | None = None) -> tuple[ImmutableSandboxedEnvironment,
                                                              ImmutableSandboxedEnvironment]:
     """(plain-text env for summaries and labels, Markdown env for ``detail``), sharing one loader."""
-    text = _CardEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, loader=loader)
-    md = _CardEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_escape_markdown, loader=loader)
+    text = _CardEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
+                            finalize=chart_text.finalize_plain, loader=loader)
+    md = _CardEnvironment(undefined=StrictUndefined, autoescape=False, finalize=chart_text.finalize_markdown,
+                          loader=loader)
     return text, md
 
 

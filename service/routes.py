@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -16,12 +17,21 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from service import logs, metrics, pipeline
+from service import logs, metrics, openapi, pipeline
 from service.auth import AUTH_OFF_CALLER, Caller
 from service.catalog import CdsService
-from service.errors import InvalidRequest, PayloadTooLarge, StoreUnavailable, UnknownService
+from service.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    StoreUnavailable,
+    UnknownService,
+    UnsupportedMediaType,
+    clip,
+)
+from service.fhir import prefetch
 from service.pipeline import Engine
 from service.schemas import FeedbackRequest, HookRequest
+from service.settings import Settings
 from service.store import FeedbackRecord, FeedbackStore
 
 router = APIRouter()
@@ -41,6 +51,8 @@ def get_store(request: Request) -> FeedbackStore:
 
 async def get_caller(request: Request) -> Caller:
     """The authenticated caller: the JWT is checked on every discovery, hook and feedback call."""
+    if len(request.headers.getlist("authorization")) > 1:  # which one would count? refuse rather than guess
+        raise InvalidRequest("More than one Authorization header", expression=["header.Authorization"])
     verifier = request.app.state.verifier
     if verifier is None:  # BLINA_CDS_AUTH=off (development)
         return AUTH_OFF_CALLER
@@ -69,43 +81,52 @@ class JSONResponse(Response):
             return json.dumps(content, separators=(",", ":")).encode()
 
 
-@router.get("/cds-services")
+@router.get("/cds-services", openapi_extra=openapi.DISCOVERY)
 async def discovery(caller: CallerDep, engine: EngineDep) -> JSONResponse:
     return JSONResponse({"services": [s.discovery() for s in engine.catalog.values()]})
 
 
-@router.post("/cds-services/{service_id}")
+@router.post("/cds-services/{service_id}", openapi_extra=openapi.HOOK_CALL)
 async def call_service(service_id: str, request: Request, caller: CallerDep, engine: EngineDep,
                        now: ClockDep) -> JSONResponse:
     service = _service(engine, service_id)
     logs.service_id.set(service.id)
     raw = await _read_body(request)
-    response = await pipeline.call(service, raw, parse=hook_request, caller=caller, engine=engine, now=now)
+    parse = functools.partial(hook_request, max_hook_instance_chars=request.app.state.settings.max_hook_instance_chars)
+    response = await pipeline.call(service, raw, parse=parse, caller=caller, engine=engine, now=now)
     return JSONResponse(response.model_dump(mode="json", exclude_none=True))
 
 
-def hook_request(service: CdsService, raw: bytes) -> HookRequest:
+def hook_request(service: CdsService, raw: bytes, *, max_hook_instance_chars: int) -> HookRequest:
     """The validated hook request from a raw body (runs where the call is evaluated: here, or in a worker)."""
     body = _validated(HookRequest, _parse_json(raw))
+    if len(body.hookInstance) > max_hook_instance_chars:
+        raise InvalidRequest(f"hookInstance is longer than {max_hook_instance_chars} characters",
+                             expression=["hookInstance"])
     logs.hook_instance.set(body.hookInstance)
     if body.hook != service.hook:
         raise InvalidRequest(
-            f"hook '{body.hook}' does not match service '{service.id}' (hook '{service.hook}')", expression=["hook"]
+            f"hook '{clip(body.hook)}' does not match service '{service.id}' (hook '{service.hook}')",
+            expression=["hook"],
         )
     _validated(service.context_model, body.context, prefix="context")
+    prefetch.check_request(service.prefetch, body)  # even when the pipeline answers without reading the chart
     return body
 
 
-@router.post("/cds-services/{service_id}/feedback")
+@router.post("/cds-services/{service_id}/feedback", openapi_extra=openapi.FEEDBACK)
 async def feedback(service_id: str, request: Request, caller: CallerDep, engine: EngineDep,
                    store: StoreDep, now: ClockDep) -> JSONResponse:
     service = _service(engine, service_id)
     logs.service_id.set(service.id)
     raw = await _read_body(request)
+    settings: Settings = request.app.state.settings
+    parse = functools.partial(feedback_request, max_items=settings.max_feedback_items,
+                              max_text_chars=settings.max_feedback_text_chars)
     if engine.cpu is not None and len(raw) > engine.cpu.inline_max_bytes:
-        body = await engine.cpu.submit(feedback_request, raw)  # a large batch is parsed off the event loop
+        body = await engine.cpu.submit(parse, raw)  # a large batch is parsed off the event loop
     else:
-        body = feedback_request(raw)
+        body = parse(raw)
     mono = time.monotonic()
     records = []
     for item in body.feedback:
@@ -134,16 +155,17 @@ async def feedback(service_id: str, request: Request, caller: CallerDep, engine:
     return JSONResponse({"received": len(records), "stored": stored})
 
 
-def feedback_request(raw: bytes) -> FeedbackRequest:
-    return _validated(FeedbackRequest, _parse_json(raw))
+def feedback_request(raw: bytes, *, max_items: int, max_text_chars: int) -> FeedbackRequest:
+    return _validated(FeedbackRequest, _bounded_feedback(_parse_json(raw), max_items=max_items,
+                                                         max_text_chars=max_text_chars))
 
 
-@router.get("/metrics")
+@router.get("/metrics", openapi_extra=openapi.METRICS)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra=openapi.HEALTH)
 async def healthz(store: StoreDep) -> JSONResponse:
     """Alive and able to store feedback (a replica that cannot is taken out of rotation)."""
     try:
@@ -161,7 +183,49 @@ def _service(engine: Engine, service_id: str) -> CdsService:
         raise UnknownService(service_id=service_id) from None
 
 
+def _is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/fhir+json``, with any parameters (``; charset=utf-8``)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type in ("application/json", "application/fhir+json")
+
+
+def _bounded_feedback(value: Any, *, max_items: int, max_text_chars: int) -> Any:
+    """Refuse a feedback batch past its limits before any item is parsed (parsing 100,000 items takes seconds).
+
+    Too many items → 413; a text field (anywhere in an item) or a list inside an item past its limit → 400.
+    """
+    items = value.get("feedback") if isinstance(value, dict) else None
+    if not isinstance(items, list):
+        return value  # the model names the problem
+    if len(items) > max_items:
+        raise PayloadTooLarge(f"feedback holds more than {max_items} items",
+                              limit=max_items, expression=["feedback"])
+    for i, item in enumerate(items):
+        _check_sizes(item, f"feedback[{i}]", max_items=max_items, max_text_chars=max_text_chars)
+    return value
+
+
+def _check_sizes(item: Any, where: str, *, max_items: int, max_text_chars: int) -> None:
+    """Every string and list inside ``item``, however deep (an explicit stack: no recursion limit to hit)."""
+    stack: list[tuple[Any, str]] = [(item, where)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if len(value) > max_text_chars:
+                raise InvalidRequest(f"{path} is longer than {max_text_chars} characters",
+                                     expression=[path])
+        elif isinstance(value, dict):
+            stack.extend((inner, f"{path}.{clip(str(key))}") for key, inner in value.items())
+        elif isinstance(value, list):
+            if len(value) > max_items:
+                raise InvalidRequest(f"{path} holds more than {max_items} items",
+                                     expression=[path])
+            stack.extend((inner, f"{path}[{i}]") for i, inner in enumerate(value))
+
+
 async def _read_body(request: Request) -> bytes:
+    if not _is_json(request.headers.get("content-type")):
+        raise UnsupportedMediaType()
     limit: int = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -8,9 +8,48 @@ optional field is ever ``null``; empty lists are never produced (spec: "JSON ele
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+FHIR_ID_PATTERN = r"^(?!\.+$)[A-Za-z0-9\-.]{1,64}$"
+"""FHIR R4 ``id`` (a context value that goes into a URL must be one: no ``/``, ``?``, ``&``, ``,`` or ``%``)."""
+_FHIR_ID = re.compile(FHIR_ID_PATTERN)
+
+
+def is_fhir_id(value: str) -> bool:
+    """A FHIR id, and not ``.`` or ``..`` (which a URL would read as a path step)."""
+    return bool(_FHIR_ID.fullmatch(value))  # fullmatch: "$" alone would let a final newline through
+
+
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+FHIR_SERVER_PATTERN = rf"^https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?(?::{_PORT})?(?:/[^?#@\x00-\x20\x7f]*)?$"
+"""``fhirServer``: scheme, host name, optional port and path — no query, fragment, user information or IP-v6 literal."""
+_FHIR_SERVER = re.compile(FHIR_SERVER_PATTERN)
+
+
+def _fhir_id(value: str) -> str:
+    if not is_fhir_id(value):
+        raise ValueError("must be a FHIR id: 1-64 of A-Z a-z 0-9 - . (and not only dots)")
+    return value
+
+
+FhirId = Annotated[
+    str,
+    AfterValidator(_fhir_id),
+    WithJsonSchema({"type": "string", "pattern": FHIR_ID_PATTERN, "description": "a FHIR id, not only dots"}),
+]
 
 # ---------------------------------------------------------------- requests
 
@@ -22,7 +61,8 @@ class _Lenient(BaseModel):
 
 
 class FhirAuthorization(_Lenient):
-    access_token: str = Field(repr=False)
+    # RFC 6750 b64token: it goes into an Authorization header, which is ASCII
+    access_token: str = Field(repr=False, pattern=r"^[A-Za-z0-9\-._~+/]+=*$")
     token_type: str
     expires_in: StrictInt
     scope: str
@@ -49,8 +89,11 @@ class HookRequest(_Lenient):
     @field_validator("fhirServer")
     @classmethod
     def _absolute_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("fhirServer must be an absolute http(s) URL")
+        # A base URL and nothing else: a query or fragment would ride along on every fetch (``?_type=…&x=``
+        # turns each read into a system-wide search), userinfo would send credentials we never chose.
+        if v is not None and not _FHIR_SERVER.fullmatch(v):
+            raise ValueError("fhirServer must be an http(s) base URL: a host name, an optional port and path, "
+                             "no query, fragment or user information")
         return v
 
     @model_validator(mode="after")
@@ -63,8 +106,8 @@ class HookRequest(_Lenient):
 
 class PatientViewContext(_Lenient):
     userId: str
-    patientId: str = Field(min_length=1)
-    encounterId: str | None = None
+    patientId: FhirId
+    encounterId: FhirId | None = None
 
 
 class _Bundle(_Lenient):
@@ -206,3 +249,45 @@ class FeedbackItem(_Lenient):
 
 class FeedbackRequest(_Lenient):
     feedback: list[FeedbackItem] = Field(min_length=1)
+
+
+class FeedbackResponse(_Out):
+    received: int = Field(ge=0)
+    """Items in the batch."""
+    stored: int = Field(ge=0)
+    """Items stored now (an item already stored is received again but not stored twice)."""
+
+
+# ---------------------------------------------------------------- discovery, health, errors (for the OpenAPI document)
+
+
+class DiscoveryService(_Out):
+    hook: str
+    id: str
+    title: str | None = None
+    description: str
+    prefetch: dict[str, str] | None = None
+    usageRequirements: str | None = None
+
+
+class DiscoveryResponse(_Out):
+    services: list[DiscoveryService]
+
+
+class Health(_Out):
+    status: Literal["ok", "unavailable"]
+    store: Literal["unreachable"] | None = None
+
+
+class OperationOutcomeIssue(_Out):
+    severity: Literal["fatal", "error", "warning", "information"]
+    code: str
+    diagnostics: str | None = None
+    expression: list[str] | None = Field(default=None, min_length=1)
+
+
+class OperationOutcome(_Out):
+    """Every error answer (4xx and 5xx): a FHIR R4 OperationOutcome naming the problem and the field."""
+
+    resourceType: Literal["OperationOutcome"]
+    issue: list[OperationOutcomeIssue] = Field(min_length=1)

@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     """Largest hook or feedback body accepted (prefetch Bundles can be large; a body past this is a 413)."""
 
+    # Input bounds: nothing in a request may grow memory, logs or metrics without bound (README "Limits").
+    max_hook_instance_chars: int = Field(default=128, ge=36)
+    """Longest ``hookInstance`` accepted (the spec makes it a UUID: 36 characters); longer → 400."""
+    max_feedback_items: int = Field(default=100, ge=1)
+    """Most items in one feedback batch (an EHR sends one per card it showed; more → 413) and in any list inside
+    an item (more → 400); nothing is stored."""
+    max_feedback_text_chars: int = Field(default=2000, ge=64)
+    """Longest text field of a feedback item (userComment, a reason's code/system/display, ids); longer → 400."""
+    log_max_field_chars: int = Field(default=512, ge=64)
+    """Longest string in a log line (message, hookInstance, any field); the rest is cut, so no request grows a log."""
+
     cards_dir: Path = DEFAULT_CARDS_DIR
     knowledge_dir: Path = DEFAULT_KNOWLEDGE_DIR
     card_map_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)

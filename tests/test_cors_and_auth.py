@@ -69,7 +69,8 @@ async def test_error_responses_carry_cors_headers(jwt_client: httpx.AsyncClient,
                                       headers={**h, **bearer(token(keys, "/cds-services/nope"))})
     assert not_found.status_code == 404
     bad = await jwt_client.post(f"/cds-services/{PATIENT_VIEW}", content=b"{",
-                                headers={**h, **bearer(token(keys, f"/cds-services/{PATIENT_VIEW}"))})
+                                headers={**h, "Content-Type": "application/json",
+                                         **bearer(token(keys, f"/cds-services/{PATIENT_VIEW}"))})
     assert bad.status_code == 400
     precondition = await jwt_client.post(f"/cds-services/{PATIENT_VIEW}", json=hook(),
                                          headers={**h, **bearer(token(keys, f"/cds-services/{PATIENT_VIEW}"))})

@@ -30,6 +30,9 @@ async def test_hook_call_logs_are_json_with_hook_instance_and_no_identifiers(
         "context": {"userId": "Practitioner/u1", "patientId": PATIENT_ID},
     }
     with respx.mock() as mock:
+        mock.get(url__regex=r"^https://ehr\.example\.org/fhir/Patient/").mock(
+            return_value=httpx.Response(200, json={"resourceType": "Patient", "id": PATIENT_ID})
+        )
         mock.get(url__regex=r"^https://ehr\.example\.org/fhir/").mock(
             return_value=httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset"})
         )

@@ -72,8 +72,8 @@ def test_null_is_not_missing_but_absent_and_operation_outcome_are() -> None:
 
 
 def test_render_template_substitutes_context_and_user_tokens() -> None:
-    ctx = {"patientId": "p 1", "userId": "PractitionerRole/r9"}
-    assert render_template("Patient/{{context.patientId}}", ctx) == "Patient/p 1"
+    ctx = {"patientId": "p-1.a", "userId": "PractitionerRole/r9"}
+    assert render_template("Patient/{{context.patientId}}", ctx) == "Patient/p-1.a"
     assert render_template("PractitionerRole?_id={{userPractitionerRoleId}}", ctx) == "PractitionerRole?_id=r9"
     assert render_template("Practitioner/{{userPractitionerId}}", ctx) is None  # user is a PractitionerRole
     assert render_template("Encounter/{{context.encounterId}}", ctx) is None
@@ -292,7 +292,8 @@ async def test_patient_id_cannot_steer_a_fetch_out_of_the_base_path(make_app: Ap
             return_value=httpx.Response(200, json=PATIENT))
         route_all(mock)
         response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=request)
-    assert response.status_code == 412
+    assert response.status_code == 400
+    assert outcome_fields(response) == ["context.patientId"]
     assert not admin.called
 
 

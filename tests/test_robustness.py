@@ -75,11 +75,16 @@ async def test_data_the_timeline_cannot_read_is_a_400_naming_the_resource(
     make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The builders read junk quietly (see above); this forces the last line of defence: a builder that
-    # trips over data is answered with a 400 naming the invalid resource, found by fhir.resources.
+    # trips over an invalid resource is answered with a 400 naming it, found by fhir.resources (and blamed
+    # because the analysis succeeds without it: tests/test_pipeline_blame.py).
     import service.pipeline
 
-    def trips(**_: Any) -> None:
-        raise TypeError("builder tripped")
+    real = service.pipeline.build_timeline
+
+    def trips(**kwargs: Any) -> Any:
+        if any(r.get("id") == "alt-bad" for resources in kwargs["data"].values() for r in resources):
+            raise TypeError("builder tripped")
+        return real(**kwargs)
 
     monkeypatch.setattr(service.pipeline, "build_timeline", trips)
     _, client = await make_app()

@@ -123,7 +123,8 @@ class FhirClient:
             metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="not-found").inc()
             return None
         if status != 200:
-            raise _failed(f"FHIR server answered {status}", resource_type=resource_type, outcome=f"http-{status}")
+            raise _failed(f"FHIR server answered {status}", resource_type=resource_type,
+                          outcome=f"http-{metrics.status_class(status)}")
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:

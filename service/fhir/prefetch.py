@@ -27,12 +27,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from service.errors import InvalidRequest, PrefetchUnavailable
+from service import metrics
+from service.errors import InvalidRequest, PrefetchUnavailable, clip
 from service.fhir.client import FhirClient, FhirFetchError, next_link, normalise_base, searchset_resources
-from service.schemas import HookRequest
+from service.schemas import HookRequest, is_fhir_id
 
 Resources = list[Mapping[str, Any]]
 
@@ -90,7 +92,9 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
     """Substitute ``{{context.x}}`` and the four user tokens; ``None`` when a token has no value.
 
     Only root-level primitive context fields are tokens (spec); user tokens carry bare ids derived
-    from ``context.userId`` (``Practitioner/123`` → ``userPractitionerId`` = ``123``).
+    from ``context.userId`` (``Practitioner/123`` → ``userPractitionerId`` = ``123``). Every value
+    must be a FHIR id (else a 400 naming the context field: ``p1,p2``, ``p1&_count=…`` or
+    ``../Observation`` would change what is fetched) and is percent-encoded as well.
     """
     missing = False
 
@@ -100,11 +104,11 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
         if name.startswith("context."):
             value = context.get(name.removeprefix("context."))
             if isinstance(value, str | int | float) and not isinstance(value, bool):
-                return str(value)
+                return _url_id(str(value), field=name)
         elif name in _USER_TOKENS:
             user = context.get("userId")
             if isinstance(user, str) and user.startswith(_USER_TOKENS[name] + "/"):
-                return user.split("/", 1)[1]
+                return _url_id(user.split("/", 1)[1], field="context.userId")
         missing = True
         return ""
 
@@ -112,7 +116,27 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
     return None if missing else rendered
 
 
-def _check_value(key: str, value: Any) -> None:
+def _url_id(value: str, *, field: str) -> str:
+    if not is_fhir_id(value):
+        raise InvalidRequest(f"{field} must be a FHIR id (1-64 of A-Z a-z 0-9 - .) to be used in a FHIR URL",
+                             expression=[field])
+    return quote(value, safe="")
+
+
+def check_request(templates: Mapping[str, str], request: HookRequest) -> None:
+    """400 unless every context value a template names is a FHIR id and every prefetch value has a usable shape.
+
+    Checked whether or not a fetch is needed, so the same request is refused the same way every time.
+    """
+    for template in templates.values():
+        render_template(template, request.context)
+    prefetch = request.prefetch or {}
+    for key in templates:
+        if key in prefetch:
+            _check_value(key, prefetch[key], template=templates[key])
+
+
+def _check_value(key: str, value: Any, *, template: str) -> None:
     """A prefetch value is null, a resource, or a Bundle whose ``entry`` and ``link`` are lists of objects."""
     where = f"prefetch.{key}"
     if value is None:
@@ -120,6 +144,10 @@ def _check_value(key: str, value: Any) -> None:
     if not (isinstance(value, Mapping) and isinstance(value.get("resourceType"), str)):
         raise InvalidRequest(f"{where} must be a FHIR resource, a Bundle or null", expression=[where])
     if value["resourceType"] != "Bundle":
+        wanted = _resource_type(template)
+        if "?" not in template and value["resourceType"] not in (wanted, "OperationOutcome"):
+            raise InvalidRequest(f"{where} must be a {wanted} (got {clip(value['resourceType'])})",
+                                 expression=[where])
         return
     for element in ("entry", "link"):
         items = value.get(element)
@@ -170,7 +198,7 @@ async def resolve(
                                           prefetch_keys=[key])
             if "?" in relative:
                 return key, await client.search(relative, newest_first=newest_first)
-            return key, await client.read(relative)
+            return key, _checked_read(await client.read(relative), template=template, key=key)
         except FhirFetchError as exc:
             raise PrefetchUnavailable(
                 f"Could not obtain {exc.resource_type} data from fhirServer: {exc.reason}", prefetch_keys=[key]
@@ -197,10 +225,7 @@ def from_prefetch(
 ) -> tuple[Resolved, set[str], dict[str, Mapping[str, Any]]]:
     """What the prefetch alone gives, without a request: the resolved keys, the keys missing, and the prefetched
     searchsets that have more pages (``next``) to fetch."""
-    prefetch = request.prefetch or {}
-    for key in templates:
-        if key in prefetch:
-            _check_value(key, prefetch[key])
+    prefetch = request.prefetch or {}  # its shape and the context ids were checked by check_request (routes)
     missing = set(find_missing_prefetch(templates, prefetch))
     resolved = Resolved()
     paged: dict[str, Mapping[str, Any]] = {}
@@ -224,12 +249,23 @@ def from_prefetch(
     return resolved, missing, paged
 
 
+def _checked_read(resources: Resources, *, template: str, key: str) -> Resources:
+    """A read (``Patient/{id}``) answered with the resource type asked for, or the key is unavailable (412)."""
+    wanted = _resource_type(template)
+    for resource in resources:
+        if resource.get("resourceType") != wanted:
+            metrics.FHIR_FETCHES.labels(resource_type=wanted, outcome="wrong-type").inc()
+            raise PrefetchUnavailable(f"fhirServer answered a read of {wanted} with another resource type",
+                                      prefetch_keys=[key])
+    return resources
+
+
 def _first_failure(group_error: BaseExceptionGroup[BaseException]) -> BaseException:
     """The 412 a failed set of fetches answers with; anything else (our bug) is re-raised as is."""
     for exc in group_error.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             return _first_failure(exc)
-        if isinstance(exc, PrefetchUnavailable):
+        if isinstance(exc, PrefetchUnavailable | InvalidRequest):
             return exc
     return group_error
 
@@ -255,10 +291,14 @@ def _client_for(
             "Required prefetch data is missing and the request names no fhirServer to fetch it from",
             prefetch_keys=keys,
         )
-    if allowed_servers is not None and normalise_base(server) not in {normalise_base(s) for s in allowed_servers}:
-        raise PrefetchUnavailable(
-            "fhirServer is not a FHIR server this client's issuer is trusted to send", prefetch_keys=keys
-        )
+    if allowed_servers is not None:
+        # Fetch from the allow-listed entry itself, never from the string the request sent.
+        matched = [s for s in allowed_servers if normalise_base(s) == normalise_base(server)]
+        if not matched:
+            raise PrefetchUnavailable(
+                "fhirServer is not a FHIR server this client's issuer is trusted to send", prefetch_keys=keys
+            )
+        server = matched[0]
     token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
     return FhirClient(http, base=server, token=token, max_pages=max_pages, max_response_bytes=max_response_bytes,
                       max_total_bytes=max_total_bytes)

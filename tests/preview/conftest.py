@@ -10,7 +10,6 @@ tests skip on a developer machine and fail in CI (``CI=true``), where ``make tes
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,8 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-from service.settings import DEFAULT_CARDS_DIR
 
 CHROMIUM = Path(os.environ.get("BLINA_CDS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -51,8 +48,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def live_service(tmp_path: Path) -> Iterator[LiveService]:
-    cards_dir = tmp_path / "cards"
-    shutil.copytree(DEFAULT_CARDS_DIR, cards_dir)
+    cards_dir = tmp_path / "cards"  # a site overlay: it holds only the card files the site rewords
+    cards_dir.mkdir()
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import tomllib
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from service.settings import DEFAULT_CARDS_DIR
 from tests.preview.conftest import LiveService, screenshot
 
 pytestmark = pytest.mark.browser
@@ -66,9 +68,11 @@ def test_an_edited_card_file_shows_on_the_next_page_load(page: Any, live_service
     assert cards.count() == 2  # both calls of the example give a dose-schedule card
     before = cards.first.locator(".summary").inner_text()
     assert before.startswith("Blinatumomab 9 µg/day is")
-    card_file = live_service.cards_dir / "dose-schedule.toml"
-    assert cards.first.locator(".card-file").inner_text() == str(card_file)
+    assert cards.first.locator(".card-file").inner_text() == str(DEFAULT_CARDS_DIR / "dose-schedule.toml")
 
+    # The site's folder holds only the file it rewords; every other card still comes from the shipped folder.
+    card_file = live_service.cards_dir / "dose-schedule.toml"
+    shutil.copy(DEFAULT_CARDS_DIR / "dose-schedule.toml", card_file)
     sentence = "Analyst wording: this dose is not the one the schedule gives for this cycle day."
     set_summary(card_file, sentence)
     page.reload()
@@ -76,6 +80,7 @@ def test_an_edited_card_file_shows_on_the_next_page_load(page: Any, live_service
     summaries = page.locator("article[data-rule-id=dose-schedule] .summary").all_inner_texts()
     assert summaries == [sentence, sentence]
     assert page.locator("article[data-rule-id=dose-schedule]").first.get_attribute("data-indicator") == "warning"
+    assert page.locator("article[data-rule-id=dose-schedule] .card-file").first.inner_text() == str(card_file)
     shot = screenshot(page, "preview-edited-card")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -101,7 +106,7 @@ def test_an_order_from_the_form_gives_its_card_and_an_accepted_suggestion_is_sto
     card = page.locator("section.result article[data-rule-id=dose-schedule]")
     assert card.get_attribute("data-indicator") == "critical"
     assert "28 µg/day" in card.locator(".summary").inner_text()
-    assert card.locator(".card-file").inner_text() == str(live_service.cards_dir / "dose-schedule.toml")
+    assert card.locator(".card-file").inner_text() == str(DEFAULT_CARDS_DIR / "dose-schedule.toml")
 
     button = card.locator("button[data-feedback=accept]")
     assert button.inner_text() == "Change the order to 9 µg/day"

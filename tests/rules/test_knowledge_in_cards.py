@@ -49,7 +49,7 @@ def threshold_findings(kb: Knowledge) -> list[Finding]:
 def texts(finding: Finding) -> str:
     card = renderer().render(finding)
     labels = [f"{s.label} | {a.description}" for s in card.suggestions or () for a in s.actions or ()]
-    return "\n".join([card.summary, card.detail or "", *labels])
+    return "\n".join([card.summary, " ".join((card.detail or "").split()), *labels])
 
 
 def test_card_text_follows_a_changed_knowledge_number(kb: Knowledge, tmp_path: Path) -> None:

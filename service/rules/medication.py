@@ -14,6 +14,7 @@ from typing import Any, Literal
 from service.knowledge import Knowledge
 from service.knowledge.premedication import AgeGroup
 from service.knowledge.regimens import RegimenSpec
+from service.rules import phrases
 from service.timeline.course import CURRENT, checked_infusions
 from service.timeline.model import BlinOrder, CoursePosition, DailyDose, InfusionPeriod, Timeline
 
@@ -36,11 +37,13 @@ def num(value: float | None, digits: int = 2) -> float | int | None:
 
 
 def when(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="minutes") if value is not None else None
+    """A time as every card prints it (``phrases.clock``: ``2026-03-05 14:20 UTC+01:00``)."""
+    return phrases.clock(value)
 
 
 def day(value: dt.datetime | None) -> str | None:
-    return value.date().isoformat() if value is not None else None
+    """A date as every card prints it (``2026-03-05``)."""
+    return phrases.date(value)
 
 
 def spec_of(timeline: Timeline, kb: Knowledge) -> RegimenSpec:
@@ -88,10 +91,14 @@ def bsa_dose(expected: Expected, bsa_m2: float) -> float:
 
 
 def context_facts(timeline: Timeline, kb: Knowledge, position: CoursePosition | None) -> dict[str, Any]:
-    """Regimen, course position, body size and age: the context every medication card shows."""
+    """Regimen, course position, body size and age: the context every card shows.
+
+    The codes (``regimen_why``, ``position_source``…) and, worded from them, the phrases the shared
+    ``context`` block of ``cards/_defaults.toml`` prints (``phrases.context_phrases``).
+    """
     spec = spec_of(timeline, kb)
     body = timeline.body
-    return {
+    facts: dict[str, Any] = {
         "regimen": timeline.regimen.id,
         "regimen_label": spec.label,
         "regimen_why": timeline.regimen.why,
@@ -116,6 +123,7 @@ def context_facts(timeline: Timeline, kb: Knowledge, position: CoursePosition | 
         "age_years": num(body.age_years, 1),
         "age_group": age_group(timeline, kb),
     }
+    return {**facts, **phrases.context_phrases(facts)}
 
 
 def premed_timing_facts(kb: Knowledge) -> dict[str, Any]:
@@ -131,6 +139,8 @@ def premed_timing_facts(kb: Knowledge) -> dict[str, Any]:
         "lookback_hours": timing.lookback_hours,
         "restart_threshold_minutes": threshold,
         "restart_threshold_hours": num(threshold / 60),
+        "window_phrase": phrases.plural(num(timing.window_minutes / 60), "hour"),
+        "restart_threshold_phrase": phrases.plural(num(threshold / 60), "hour"),
     }
 
 

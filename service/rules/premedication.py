@@ -248,6 +248,8 @@ def _requirement_facts(req: Requirement, required_mg: float | None, kb: Knowledg
         "first_cycle_only": req.first_cycle_only,
         "requirement_confidence": req.confidence,
         "requirement_source": req.source,
+        "requirement_secondary": req.confidence == "secondary",
+        "requirement_unconfirmed": req.confidence == "unconfirmed",
         "pediatric_tolerance_pct": num(kb.premedication.pediatric_dose.tolerance_pct),
         **premed_timing_facts(kb),
         **_equivalence_facts(req, kb),

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from service.knowledge import Knowledge
+from service.rules import phrases
 from service.rules.base import Finding
 from service.rules.medication import context_facts, num
 from service.rules.suggestions import remove_order
@@ -186,5 +187,5 @@ def card_context(timeline: Timeline, kb: Knowledge) -> dict[str, Any]:
 
 
 def when(value: dt.datetime | None) -> str | None:
-    """A time for display, in the zone it was recorded in: ``2026-03-09 06:00 UTC``."""
-    return value.strftime("%Y-%m-%d %H:%M %Z").strip() if value is not None else None
+    """A time as every card prints it (``phrases.clock``: ``2026-03-09 06:00 UTC``, ``… UTC+01:00``)."""
+    return phrases.clock(value)

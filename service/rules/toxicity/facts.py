@@ -99,7 +99,6 @@ def restart_dose(ctx: Context) -> dict[str, Any]:
     return {
         "regimen": regimen.id,
         "regimen_label": spec.label,
-        "regimen_source": wording.regimen_source(regimen.why),
         "regimen_why": regimen.why,
         "regimen_evidence": regimen.evidence,
         "restart_dose_confirmed": regimen.id in kb.regimens.ae_restart.confirmed_regimens,

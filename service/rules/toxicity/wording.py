@@ -15,6 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from service.rules.phrases import ug_per_day as ug_day
+from service.rules.phrases import ug_per_m2_per_day as ug_m2_day
+
+__all__ = ["FAMILY_NAMES", "by_band", "event_name", "grading_note", "ordinal", "records_phrase", "seizure_line",
+           "ug_day", "ug_m2_day", "with_small_band"]
+
 FAMILY_NAMES: Mapping[str, str] = {
     "crs": "Cytokine release syndrome",
     "neuro": "Neurological toxicity",
@@ -27,13 +33,6 @@ FAMILY_NAMES: Mapping[str, str] = {
 
 ORDINALS: Mapping[int, str] = {2: "second", 3: "third", 4: "fourth"}
 
-REGIMEN_SOURCES: Mapping[str, str] = {
-    "order-canonical": "from the order's protocol reference",
-    "condition": "from the coded diagnosis",
-    "default": "assumed as the service default",
-}
-
-
 def event_name(label: str | None, family: str | None) -> str:
     """The event as charted, else its family's name (``Cytokine release syndrome``)."""
     if label:
@@ -45,14 +44,6 @@ def grading_note(system: str | None, default_system: str, *, from_text: bool) ->
     """What the grade rests on: ``CTCAE v5.0`` or that no system was stated, and whether text gave it."""
     note = system or f"grading system not stated; the label's table used {default_system}"
     return f"{note}; grade parsed from free text" if from_text else note
-
-
-def ug_day(value: float | int | None) -> str | None:
-    return None if value is None else f"{value} µg/day"
-
-
-def ug_m2_day(value: float | int | None) -> str | None:
-    return None if value is None else f"{value} µg/m²/day"
 
 
 def by_band(adult: str | None, small: str | None, band_kg: float | int, small_patient: bool | None) -> str | None:
@@ -71,16 +62,8 @@ def with_small_band(adult: str | None, small: str | None, band_kg: float | int, 
     return f"{adult} (under {band_kg} kg: {small})"
 
 
-def regimen_source(why: str) -> str:
-    return REGIMEN_SOURCES.get(why, REGIMEN_SOURCES["default"])
-
-
 def ordinal(n: int) -> str:
     return ORDINALS.get(n, "further")
-
-
-def joined(items: Sequence[str], sep: str = ", ") -> str:
-    return sep.join(items)
 
 
 def seizure_line(episode: Mapping[str, Any]) -> str:

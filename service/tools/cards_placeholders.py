@@ -61,13 +61,13 @@ def _used(env: Environment, texts: Iterable[str]) -> tuple[list[str], list[str]]
 
 
 def example_value(name: str, examples: Sequence[Example]) -> str:
-    """The first informative value the examples give this fact (not empty), as a card would see it."""
+    """The first informative value the examples give this fact (true, non-zero, not empty), as a card sees it."""
     if name in ALWAYS:
         return ALWAYS[name]
     values = [ex.finding.facts[name] for ex in examples if name in ex.finding.facts]
     if not values:
         return "(no example gives it)"
-    value = next((v for v in values if v not in (None, "", [], {})), values[0])
+    value = next((v for v in values if v), values[0])
     return _shown(value)
 
 
@@ -94,13 +94,10 @@ def generate(cards_dir: Path = DEFAULT_CARDS_DIR, rule_ids: Iterable[str] = RULE
     blocks: Mapping[str, str] = defaults.get("blocks", {})
     block_names = {name: _used(env, [text])[0] for name, text in sorted(blocks.items())}
     every = [ex for rule in sorted(found) for ex in found[rule]]
-    out = [BEGIN, "", "### Shared blocks (`_defaults.toml [blocks]`)", ""]
-    if not block_names:
-        out.append("None.")
-    for name, used in block_names.items():
-        shown = ", ".join(f"`{u}`" for u in used) or "none"
-        out.append(f"- `{{% include \"{name}\" %}}` uses {shown}; every finding of a card that includes it gives them"
-                   " (example values: see a card that uses it).")
+    out = [BEGIN, "", "### Shared blocks (`_defaults.toml [blocks]`)", "",
+           "A card that includes a block gets its placeholders from every finding (examples: in that card's list).", "",
+           "| Block | Placeholders |", "|---|---|"]
+    out += [f"| `{name}` | " + (", ".join(f"`{u}`" for u in used) or "none") + " |" for name, used in block_names.items()]
     for rule_id in sorted(rule_ids):
         path = cards_dir / f"{rule_id}.toml"
         if not path.is_file():

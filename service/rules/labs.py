@@ -77,7 +77,8 @@ def lab_unevaluable(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
     yield Finding(
         rule_id="lab-unevaluable",
         indicator="warning",
-        facts={**card_context(timeline, kb), "labs": (listed := [_lab_facts(lab, kb) for lab in problems]), "uln_multiples": uln_multiples(kb),
+        facts={**card_context(timeline, kb), "labs": (listed := [_lab_facts(lab, kb) for lab in problems]),
+               "uln_multiples": uln_multiples(kb),
                "lab_list": ", ".join(lab["display"] for lab in listed),
                "lab_lines": [_unevaluable_line(lab) for lab in listed],
                **threshold_facts(kb)},

@@ -93,11 +93,10 @@ def generate(cards_dir: Path = DEFAULT_CARDS_DIR, rule_ids: Iterable[str] = RULE
     defaults = tomllib.loads((cards_dir / "_defaults.toml").read_text(encoding="utf-8"))
     blocks: Mapping[str, str] = defaults.get("blocks", {})
     block_names = {name: _used(env, [text])[0] for name, text in sorted(blocks.items())}
-    every = [ex for rule in sorted(found) for ex in found[rule]]
     out = [BEGIN, "", "### Shared blocks (`_defaults.toml [blocks]`)", "",
            "A card that includes a block gets its placeholders from every finding (examples: in that card's list).", "",
            "| Block | Placeholders |", "|---|---|"]
-    out += [f"| `{name}` | " + (", ".join(f"`{u}`" for u in used) or "none") + " |" for name, used in block_names.items()]
+    out += [f"| `{name}` | {', '.join(f'`{u}`' for u in used) or 'none'} |" for name, used in block_names.items()]
     for rule_id in sorted(rule_ids):
         path = cards_dir / f"{rule_id}.toml"
         if not path.is_file():

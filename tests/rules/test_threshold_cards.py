@@ -10,13 +10,13 @@ import pytest
 
 from service.knowledge import Knowledge
 from service.render import SUMMARY_LIMIT, CardRenderer
-from tests.card_text import as_read
 from service.rules import labs as lab_rules
 from service.rules import toxicity as tox_rules
 from service.rules.base import Finding
 from service.settings import DEFAULT_CARDS_DIR
 from service.timeline.model import Regimen
 from tests.builders import at
+from tests.card_text import as_read
 from tests.threshold_builders import draft_order, infusion, lab_result, restart_position, timeline, tox
 
 THRESHOLD_RULES = (

@@ -41,7 +41,8 @@ def other_event_rules(ctx: Context) -> Iterator[Finding]:
                 "reasons": sorted(set(reasons)),
                 "reason_grade_4": "grade-4" in reasons,
                 "reason_grade_3_slow_resolution": "grade-3-slow-resolution" in reasons,
-                "policy_unconfirmed": policy.confidence == "unconfirmed", "max_days_to_resolve": num(policy.max_days_to_resolve),
+                "policy_unconfirmed": policy.confidence == "unconfirmed",
+                "max_days_to_resolve": num(policy.max_days_to_resolve),
                 "policy_confidence": policy.confidence, **grade_facts(policy),
             }, key=key)
         elif episodes[-1].resolved_at is None:

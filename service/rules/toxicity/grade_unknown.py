@@ -37,7 +37,8 @@ def grade_unknown(ctx: Context, *, discontinued: set[str], interrupted: set[str]
             continue
         yield Finding(
             rule_id="toxicity-grade-unknown", indicator="warning", about=latest.ref,
-            facts={**card_context(ctx.timeline, ctx.kb), "kind": family, "key": family, "label": latest.label, "at": when(latest.at), "ref": latest.ref,
+            facts={**card_context(ctx.timeline, ctx.kb),
+                   "kind": family, "key": family, "label": latest.label, "at": when(latest.at), "ref": latest.ref,
                    "is_crs": family == "crs", "family_name": wording.FAMILY_NAMES[family],
                    "toxicity_name": wording.event_name(latest.label, family),
                    "step_dose": wording.ug_day(num(ctx.kb.regimens.ae_restart.ug_per_day)),

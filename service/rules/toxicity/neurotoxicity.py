@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from service.rules.base import Finding
 from service.rules.labs import card_context, when
 from service.rules.medication import num
+from service.rules.toxicity import wording
 from service.rules.toxicity.context import Context, Episode, grade_of
 from service.rules.toxicity.facts import (
     at_step_dose,
@@ -17,8 +18,6 @@ from service.rules.toxicity.facts import (
     seizure_facts,
     source_of,
 )
-from service.rules.toxicity import wording
-
 
 _DISCONTINUE_REASONS = ("grade-4", "grade-3-at-step-dose", "grade-3-slow-resolution", "seizures")
 """Each gives the card a flag ``reason_<name>`` (``reason_grade_4``…) for its sentence."""
@@ -92,7 +91,8 @@ def neuro_rules(ctx: Context) -> Iterator[Finding]:
         sources = episodes_facts[0]["sources"]
         yield Finding(
             rule_id="seizure", indicator="warning", about=s.ref,
-            facts={**card_context(ctx.timeline, ctx.kb), **facts, "at": when(seizures[0].at), "label": s.label, "ref": s.ref, "source": source_of(s),
+            facts={**card_context(ctx.timeline, ctx.kb), **facts,
+                   "at": when(seizures[0].at), "label": s.label, "ref": s.ref, "source": source_of(s),
                    "toxicity_name": wording.event_name(s.label, "seizure"),
                    "charted_more_than_once": len(sources) > 1, "record_count": len(sources),
                    "records": wording.records_phrase(sources),

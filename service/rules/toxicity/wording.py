@@ -55,7 +55,8 @@ def by_band(adult: str | None, small: str | None, band_kg: float | int, small_pa
     return f"{adult} (under {band_kg} kg: {small})"
 
 
-def with_small_band(adult: str | None, small: str | None, band_kg: float | int, small_patient: bool | None) -> str | None:
+def with_small_band(adult: str | None, small: str | None, band_kg: float | int,
+                    small_patient: bool | None) -> str | None:
     """The adult dose, and the under-band dose too unless the patient is known to be at or above the band."""
     if small_patient is False or small is None:
         return adult

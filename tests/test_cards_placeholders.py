@@ -27,7 +27,7 @@ def test_every_rule_and_every_placeholder_of_its_card_is_listed_with_an_example(
     seizure = section.split("### `seizure`", 1)[1].split("### ", 1)[0]
     rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", seizure, re.MULTILINE))
     # the card's own placeholders, and the shared context block's (it includes it)
-    assert rows["next_seizure_ordinal"] == '"second"' and rows["interrupt_grade"] == "3"
+    assert rows["next_ordinal"] == '"second"' and rows["interrupt_grade"] == "3"
     assert rows["at"].startswith('"20') and rows["at"].endswith(' UTC"')
     assert "position_phrase" in rows and "(no example gives it)" not in seizure
     assert "Includes: `context`." in seizure

@@ -68,7 +68,7 @@ def neuro_rules(ctx: Context) -> Iterator[Finding]:
         "seizure_episodes": episodes_facts,
         "seizure_lines": [wording.seizure_line(e) for e in episodes_facts],
         "seizure_limit": tox.seizures.discontinue_count,
-        "next_seizure_ordinal": wording.ordinal(tox.seizures.discontinue_count),
+        "next_ordinal": wording.ordinal(tox.seizures.discontinue_count),
         "same_event_window_minutes": num(tox.episodes.same_event_window_minutes),
         **grade_facts(policy),
     }

@@ -56,3 +56,9 @@ def one(findings: Iterable[Finding], rule_id: str) -> Finding:
     matching = [f for f in findings if f.rule_id == rule_id]
     assert len(matching) == 1, [f.rule_id for f in findings]
     return matching[0]
+
+
+def detail_of(finding: Finding) -> str:
+    """The card's detail as one line: a card file wraps its sentences where it likes (lines ≤ 120 characters),
+    so tests look for the words, not for where a line ends."""
+    return " ".join((renderer().render(finding).detail or "").split())

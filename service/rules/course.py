@@ -26,6 +26,7 @@ from service.rules.medication import (
     premed_timing_facts,
     spec_of,
 )
+from service.rules.medication_phrases import worded
 from service.timeline.course import CURRENT, checked_infusions
 from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Timeline
 
@@ -39,10 +40,10 @@ def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
         base = {**context_facts(timeline, kb, position), **order_facts(order)}
         about = order.ref if order else None
         if order is not None:
-            yield from cycle_new_required(position, base, kb, about=about)
-        yield from cycle_limit(position, base, timeline, kb, about=about)
-        yield from treatment_free_interval(position, base, timeline, kb, about=about)
-    yield from therapy_status(timeline, kb)
+            yield from map(worded, cycle_new_required(position, base, kb, about=about))
+        yield from map(worded, cycle_limit(position, base, timeline, kb, about=about))
+        yield from map(worded, treatment_free_interval(position, base, timeline, kb, about=about))
+    yield from map(worded, therapy_status(timeline, kb))
 
 
 def cycle_new_required(

@@ -40,6 +40,7 @@ from service.rules.medication import (
     spec_of,
     weight_band,
 )
+from service.rules.medication_phrases import worded
 from service.rules.premedication import required_for
 from service.rules.suggestions import update_dose
 from service.timeline.model import BlinOrder, CoursePosition, SteroidEvent, Timeline
@@ -58,7 +59,7 @@ def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
     for subject, position in running:
         from_infusions.extend(f for f in _dose_checks(subject, position, timeline, kb, spec)
                               if f.rule_id not in {g.rule_id for g in from_infusions})
-    yield from _one_card_per_error(from_orders, from_infusions)
+    yield from map(worded, _one_card_per_error(from_orders, from_infusions))
 
 
 def _one_card_per_error(orders: list[Finding], infusions: Iterable[Finding]) -> Iterator[Finding]:

@@ -33,6 +33,7 @@ from service.rules.medication import (
     premed_timing_facts,
     when,
 )
+from service.rules.medication_phrases import worded
 from service.rules.suggestions import create_steroid
 from service.timeline.model import BlinOrder, CoursePosition, SteroidEvent, Timeline
 
@@ -63,10 +64,10 @@ class _NotCounted:
 
 def evaluate(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
     for order, position in focus_targets(timeline):
-        yield from check_event(timeline, kb, position, order=order, started=False)
+        yield from map(worded, check_event(timeline, kb, position, order=order, started=False))
     current = current_position(timeline, kb)
     if current is not None:
-        yield from check_event(timeline, kb, current, order=None, started=True)
+        yield from map(worded, check_event(timeline, kb, current, order=None, started=True))
 
 
 def required_for(position: CoursePosition, requirement: Requirement) -> bool:

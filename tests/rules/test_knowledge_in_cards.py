@@ -50,7 +50,7 @@ def threshold_findings(kb: Knowledge) -> list[Finding]:
 def texts(finding: Finding) -> str:
     card = renderer().render(finding)
     labels = [f"{s.label} | {a.description}" for s in card.suggestions or () for a in s.actions or ()]
-    return as_read("\n".join([card.summary, card.detail or "", *labels]))
+    return "\n".join([card.summary, as_read(card.detail), *labels])
 
 
 def test_card_text_follows_a_changed_knowledge_number(kb: Knowledge, tmp_path: Path) -> None:

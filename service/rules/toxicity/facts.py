@@ -1,5 +1,8 @@
 """Facts several toxicity cards share: the episode, the family's grades, the restart dose, the CRS treatment.
 
+Besides numbers and codes, each finding carries phrases its card prints as they are (``wording``): the event's
+name, the grading note, doses with units for the patient's weight band, and the shared context (``card_context``).
+
 The restart dose and its escalation come from ``regimens.toml`` (``[ae_restart]`` and the regimen's schedule
 for the dose escalated to) and the 45 kg band from ``dosing.toml [weight_band]``: each fact is stated once.
 """
@@ -144,7 +147,7 @@ def crs_treatment(ctx: Context) -> dict[str, Any]:
         "weight_band_kg": band,
         "small_patient": small,
         "dex_dose": wording.by_band(adult, for_patient, band, small),
-        "dex_dose_bands": wording.with_small_band(adult, small_text, band, True),
+        "dex_dose_bands": f"{adult} (under {band} kg: {small_text})",
     }
 
 

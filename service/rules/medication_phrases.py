@@ -96,7 +96,6 @@ def _given_phrases(f: Facts) -> dict[str, Any]:
         "given_steroid": agent[:1].upper() + agent[1:] + (f" {dose} mg" if dose is not None else ""),
         "given_when": (f"on {given_at[:10]} (no time recorded)" if f["given_date_only"] and given_at
                        else f"at {given_at}"),
-        "given_date": given_at[:10] if given_at else None,
         "given_dose_phrase": f"{dose} mg" if dose is not None else "(no dose)",
         "given_description": description,
         "offset_phrase": offset,
@@ -259,8 +258,7 @@ def cycle_new_required_phrases(f: Facts) -> dict[str, Any]:
 def cycle_limit_phrases(f: Facts) -> dict[str, Any]:
     breakdown = _phase_breakdown(f)
     count = plural(f["max_cycles"], "cycle")
-    return {"phase_breakdown": breakdown,
-            "cycle_count_phrase": f"{count} ({breakdown})" if breakdown else count,
+    return {"cycle_count_phrase": f"{count} ({breakdown})" if breakdown else count,
             "rr_max_cycles": f["max_cycles_by_regimen"].get("relapsed-refractory")}
 
 
@@ -297,7 +295,6 @@ def therapy_status_phrases(f: Facts) -> dict[str, Any]:
     if not f["running"] and interval is None:
         status += " (not running)"
     return {
-        "course_state": state,
         "status_phrase": status,
         "ended_phrase": (f"last infusion ended {f['last_infusion_end']}" if f["last_infusion_end"] is not None
                          else None),

@@ -129,7 +129,7 @@ def context_phrases(facts: Mapping[str, Any]) -> dict[str, Any]:
         weight = "no usable weight"
     else:
         weight = f"{weight_kg} kg on {facts.get('weight_date')}" + (" (stale)" if facts.get("weight_stale") else "")
-    band = {"fixed": f"≥ {threshold} kg, fixed dosing", "bsa": f"< {threshold} kg, BSA-based dosing"}.get(
+    band = {"fixed": f"≥ {threshold} kg, fixed dosing", "bsa": f"under {threshold} kg, BSA-based dosing"}.get(
         facts.get("weight_band") or "", "band not verifiable")
     if facts.get("bsa_m2") is not None:
         method = ("recorded BSA" if facts.get("bsa_method") == "observation"

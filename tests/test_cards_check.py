@@ -47,9 +47,9 @@ def test_every_rule_has_example_findings_to_render_against() -> None:
 
 
 def test_a_template_syntax_error_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    broken = SEIZURE.replace("Course position: cycle {{ cycle }}", "Course position: cycle {{ cycle }")
+    broken = SEIZURE.replace("**{{ toxicity_name }}** recorded {{ at }}", "**{{ toxicity_name }}** recorded {{ at }")
     folder = site(tmp_path, "seizure.toml", broken)
-    line = next(i for i, ln in enumerate(broken.splitlines(), 1) if "{{ cycle }" in ln and "{{ cycle }}" not in ln)
+    line = next(i for i, ln in enumerate(broken.splitlines(), 1) if "{{ at }" in ln and "{{ at }}" not in ln)
 
     code, output = run_check(capsys, "--cards-dir", str(folder))
     assert code == 1

@@ -14,6 +14,7 @@ from service.render import PROVENANCE_KEY, CardRenderer
 from service.rules import RULE_IDS
 from service.rules.base import Finding
 from service.settings import DEFAULT_CARDS_DIR, DEFAULT_KNOWLEDGE_DIR
+from service.tools.cards_check import example_findings
 from tests.conftest import PATIENT_VIEW, AppFactory
 
 SEIZURE = (DEFAULT_CARDS_DIR / "seizure.toml").read_text()
@@ -75,11 +76,13 @@ def test_a_site_cannot_widen_what_is_tunable(tmp_path: Path, name: str, text: st
 
 
 def finding(**facts: object) -> Finding:
+    """A seizure finding: an example patient's (every fact the shipped card names), with these values."""
+    example = example_findings(load_knowledge(DEFAULT_KNOWLEDGE_DIR))[0]["seizure"][0].finding
     base = {"at": "2026-02-19 11:00 UTC", "label": "Seizure", "cycle": 2, "day": 3, "seizure_limit": 2,
             "interrupt_grade": 3, "same_event_window_minutes": 60,
             "seizure_episodes": [{"at": "2026-02-19 11:00 UTC", "count": 1,
                                   "sources": [{"type": "Observation", "at": "2026-02-19 11:00 UTC"}]}]}
-    return Finding(rule_id="seizure", indicator="critical", facts={**base, **facts})
+    return Finding(rule_id="seizure", indicator="critical", facts={**example.facts, **base, **facts})
 
 
 def test_a_site_card_folder_holds_only_the_cards_it_rewords(tmp_path: Path) -> None:

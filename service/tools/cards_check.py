@@ -55,6 +55,9 @@ _ID64 = "x" * 64  # FHIR ids are at most 64 characters
 WORST_CASE_TEXT: Mapping[str, str] = {
     # the event's name as charted (Observation/Condition/AdverseEvent text): the longest name a label event has
     "label": "Immune effector cell-associated neurotoxicity syndrome (ICANS)",
+    # the same name as the toxicity cards print it (the event as charted, else its family's name)
+    "toxicity_name": "Immune effector cell-associated neurotoxicity syndrome (ICANS)",
+    "summary_toxicity_name": "Immune effector cell-associated neurotoxicity syndrome (ICANS)",
     # the order's dose as written in the draft
     "dose_display": "blinatumomab 28 mcg/day IV continuous infusion, 7-day bag",
     # a protocol reference or coded diagnosis from the chart

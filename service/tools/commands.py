@@ -1,6 +1,7 @@
 """The analyst and tester subcommands of ``blina-cds`` (``service.cli`` registers them)::
 
     blina-cds cards check [--cards-dir DIR] [--knowledge-dir DIR]
+    blina-cds cards placeholders [--write]
     blina-cds preview REQUEST.json [--json] [--cards-dir DIR] [--knowledge-dir DIR]
     blina-cds feedback report [--since DATE] [--format table|json|csv]
 
@@ -32,6 +33,10 @@ def add_commands(sub: Any) -> None:
                                               "against its rule's example findings (worst case included)")
     _folders(check)
     check.set_defaults(func=cards_check)
+    placeholders = cards_sub.add_parser("placeholders", help="per rule, every placeholder its card uses with an "
+                                                            "example value (the list in cards/README.md)")
+    placeholders.add_argument("--write", action="store_true", help="update the list in cards/README.md")
+    placeholders.set_defaults(func=cards_placeholders)
 
     preview = sub.add_parser("preview", help="the cards a hook request gives, as text or the exact JSON response")
     preview.add_argument("request", help="a hook request JSON file ('-' for standard input)")
@@ -72,6 +77,18 @@ def cards_check(args: argparse.Namespace) -> int:
         print(f"cards check: {len(problems)} problem(s)", file=sys.stderr)
         return 1
     print("cards check: every card and knowledge file is fine")
+    return 0
+
+
+def cards_placeholders(args: argparse.Namespace) -> int:
+    from service.tools import cards_placeholders as tool
+
+    section = tool.generate()
+    if args.write:
+        changed = tool.write(tool.README, section)
+        print(f"{tool.README}: {'updated' if changed else 'already up to date'}")
+    else:
+        print(section, end="")
     return 0
 
 

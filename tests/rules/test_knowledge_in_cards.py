@@ -16,6 +16,7 @@ from service.rules import toxicity as tox_rules
 from service.rules.base import Finding
 from service.settings import DEFAULT_KNOWLEDGE_DIR
 from tests.builders import at, blin_order, height, patient, weight
+from tests.card_text import as_read
 from tests.med_helpers import one, renderer, run
 from tests.threshold_builders import infusion, lab_result, timeline, tox
 
@@ -49,7 +50,7 @@ def threshold_findings(kb: Knowledge) -> list[Finding]:
 def texts(finding: Finding) -> str:
     card = renderer().render(finding)
     labels = [f"{s.label} | {a.description}" for s in card.suggestions or () for a in s.actions or ()]
-    return "\n".join([card.summary, " ".join((card.detail or "").split()), *labels])
+    return "\n".join([card.summary, as_read(card.detail), *labels])
 
 
 def test_card_text_follows_a_changed_knowledge_number(kb: Knowledge, tmp_path: Path) -> None:

@@ -123,7 +123,7 @@ def test_a_value_that_rounds_to_a_whole_number_is_shown_without_a_decimal(kb: Kn
     observations = [lab("a", ALT, 200.004, "U/L", at(2026, 3, 9), high=40)]
     (finding,) = lab_rules.evaluate(timeline(NOW, labs=build_labs(observations, kb=kb, now=NOW)), kb)
     card = CardRenderer.load(Path(DEFAULT_CARDS_DIR), RULE_IDS).render(finding)
-    assert "**ALT** 200 U/L on 2026-03-09 00:00 UTC" in card.detail
+    assert "- ALT 200 U/L on 2026-03-09 00:00 UTC: " in card.detail
 
 
 @pytest.mark.parametrize(("ratio", "limit", "shown"), [

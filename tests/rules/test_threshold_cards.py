@@ -16,6 +16,7 @@ from service.rules.base import Finding
 from service.settings import DEFAULT_CARDS_DIR
 from service.timeline.model import Regimen
 from tests.builders import at
+from tests.card_text import as_read
 from tests.threshold_builders import draft_order, infusion, lab_result, restart_position, timeline, tox
 
 THRESHOLD_RULES = (
@@ -95,7 +96,7 @@ def test_card_text_carries_the_facts(kb: Knowledge, renderer: CardRenderer) -> N
     by_rule: dict[str, list[str]] = {}
     for finding in findings(kb):
         card = renderer.render(finding)
-        by_rule.setdefault(finding.rule_id, []).append(f"{card.summary}\n{card.detail}")
+        by_rule.setdefault(finding.rule_id, []).append(as_read(f"{card.summary}\n{card.detail}"))
     assert "ALT 6.2×ULN" in by_rule["hepatic-interrupt"][0]
     assert "site's configured default ULN" in by_rule["hepatic-interrupt"][1]
     assert "dexamethasone 8 mg every 8 hours" in by_rule["crs-interrupt"][0]
@@ -114,7 +115,7 @@ def _texts(kb: Knowledge, renderer: CardRenderer, **kw: object) -> dict[str, str
     for finding in [*lab_rules.evaluate(tl, kb), *tox_rules.evaluate(tl, kb)]:
         card = renderer.render(finding)
         assert len(card.summary) <= SUMMARY_LIMIT and "section" not in card.detail.lower(), card.summary
-        out[finding.rule_id] = f"{card.summary}\n{card.detail}"
+        out[finding.rule_id] = as_read(f"{card.summary}\n{card.detail}")
     return out
 
 
@@ -138,8 +139,8 @@ def test_restart_dose_is_called_unconfirmed_outside_relapsed_refractory(kb: Know
     running = (infusion("i", COURSE, None, 28),)
     crs = [tox("crs", 3, at(2026, 3, 9))]
     rr = _texts(kb, renderer, toxicities=crs, infusions=running)["crs-interrupt"]
-    assert "not confirmed" not in rr and "Weight: 70 kg (at or above 45 kg)" in rr
-    assert "relapsed or refractory B-cell precursor ALL (assumed: the service default" in rr
+    assert "not confirmed" not in rr and "**Weight band:** 70 kg" in rr and "≥ 45 kg, fixed dosing" in rr
+    assert "relapsed or refractory B-cell precursor ALL — assumed (the service default)" in rr
     mrd = Regimen(id="mrd-positive", why="order-canonical", evidence="urn:blina-cds:regimen:mrd-positive")
     for rule, toxicities in (("crs-interrupt", crs), ("neuro-interrupt", [tox("neuro", 3, at(2026, 3, 9))]),
                              ("adverse-event-interrupt", [tox("other", 3, at(2026, 3, 9), label="Rash")])):

@@ -38,12 +38,17 @@ def other_event_rules(ctx: Context) -> Iterator[Finding]:
                 reasons, trigger = [*reasons, "grade-3-slow-resolution"], e
         if trigger is not None:
             yield finding("adverse-event-discontinue", "critical", ctx, trigger, {
-                "reasons": sorted(set(reasons)), "max_days_to_resolve": num(policy.max_days_to_resolve),
+                "reasons": sorted(set(reasons)),
+                "reason_grade_4": "grade-4" in reasons,
+                "reason_grade_3_slow_resolution": "grade-3-slow-resolution" in reasons,
+                "policy_unconfirmed": policy.confidence == "unconfirmed",
+                "max_days_to_resolve": num(policy.max_days_to_resolve),
                 "policy_confidence": policy.confidence, **grade_facts(policy),
             }, key=key)
         elif episodes[-1].resolved_at is None:
             yield finding("adverse-event-interrupt", "critical", ctx, episodes[-1], {
                 **restart_dose(ctx), "max_days_to_resolve": num(policy.max_days_to_resolve),
                 "restart_min_days_resolved": num(policy.restart_min_days_resolved),
-                "policy_confidence": policy.confidence, **grade_facts(policy),
+                "policy_confidence": policy.confidence,
+                "policy_unconfirmed": policy.confidence == "unconfirmed", **grade_facts(policy),
             }, key=key)

@@ -1,5 +1,8 @@
 """Facts several toxicity cards share: the episode, the family's grades, the restart dose, the CRS treatment.
 
+Besides numbers and codes, each finding carries phrases its card prints as they are (``wording``): the event's
+name, the grading note, doses with units for the patient's weight band, and the shared context (``card_context``).
+
 The restart dose and its escalation come from ``regimens.toml`` (``[ae_restart]`` and the regimen's schedule
 for the dose escalated to) and the 45 kg band from ``dosing.toml [weight_band]``: each fact is stated once.
 """
@@ -12,8 +15,9 @@ from typing import Any
 
 from service.knowledge.toxicity import Policy
 from service.rules.base import Finding, Indicator
-from service.rules.labs import course_position_facts, when
+from service.rules.labs import card_context, course_position_facts, when
 from service.rules.medication import num
+from service.rules.toxicity import wording
 from service.rules.toxicity.context import Context, Episode, SeizureEpisode
 from service.timeline.model import InfusionPeriod, ToxicityRecord
 
@@ -23,7 +27,9 @@ def finding(
     *, key: str | None = None,
 ) -> Finding:
     now = ctx.timeline.now
+    default_system = ctx.kb.toxicity.grading.default_system
     facts: dict[str, Any] = {
+        **card_context(ctx.timeline, ctx.kb),
         "key": key or (episode.key if episode else rule_id),
         "kind": episode.family if episode else None,
         "label": episode.peak.label if episode else None,
@@ -35,7 +41,12 @@ def finding(
         "ref": episode.peak.ref if episode else None,
         "resolved_at": when(episode.resolved_at) if episode else None,
         "days": round(episode.days_to_resolve(now), 1) if episode else None,
-        **course_position_facts(ctx.timeline),
+        # phrases the card prints as they are
+        "has_episode": episode is not None,
+        "toxicity_name": wording.event_name(episode.peak.label, episode.family) if episode else None,
+        "grading_note": wording.grading_note(episode.peak.grading_system, default_system,
+                                             from_text=episode.peak.grade_from_text) if episode else None,
+        "unresolved": episode is not None and episode.resolved_at is None,
     }
     facts.update(specific)
     return Finding(rule_id=rule_id, indicator=indicator, facts=facts,
@@ -44,8 +55,10 @@ def finding(
 
 def grade_facts(policy: Policy) -> dict[str, Any]:
     """The family's grades (interrupt at, discontinue at, resolved at or below), for cards that name them."""
+    life_threatening = " (life-threatening)" if policy.discontinue_grade == 4 else ""
     return {"interrupt_grade": policy.interrupt_grade, "discontinue_grade": policy.discontinue_grade,
-            "resolved_max_grade": policy.resolved_max_grade}
+            "resolved_max_grade": policy.resolved_max_grade,
+            "discontinue_grade_phrase": f"grade {policy.discontinue_grade}{life_threatening}"}
 
 
 def source_of(record: ToxicityRecord) -> str:
@@ -81,12 +94,18 @@ def restart_dose(ctx: Context) -> dict[str, Any]:
     cycle = course_position_facts(ctx.timeline)["cycle"] or 1
     last_day = kb.regimens.cycle_rules.cycle_days
     full = spec.row(cycle, last_day) or spec.row(1, last_day)
+    band, small = num(weight_band_kg(ctx)), small_patient(ctx)
+    restart_day, restart_m2 = wording.ug_day(num(ae.ug_per_day)), wording.ug_m2_day(num(ae.ug_per_m2_per_day))
+    escalate_day = wording.ug_day(num(full.ug_per_day)) if full else None
+    escalate_m2 = wording.ug_m2_day(num(full.ug_per_m2_per_day)) if full else None
+    assert band is not None
     return {
         "regimen": regimen.id,
         "regimen_label": spec.label,
         "regimen_why": regimen.why,
         "regimen_evidence": regimen.evidence,
         "restart_dose_confirmed": regimen.id in kb.regimens.ae_restart.confirmed_regimens,
+        "restart_dose_unconfirmed": regimen.id not in kb.regimens.ae_restart.confirmed_regimens,
         "restart_ug_per_day": num(ae.ug_per_day),
         "restart_ug_per_m2_per_day": num(ae.ug_per_m2_per_day),
         "escalate_ug_per_day": num(full.ug_per_day) if full else None,
@@ -94,7 +113,16 @@ def restart_dose(ctx: Context) -> dict[str, Any]:
         "escalate_after_days": num(ae.escalate_after_days),
         "weight_band_kg": num(weight_band_kg(ctx)),
         "weight_kg": num(ctx.timeline.body.weight_kg),
-        "small_patient": small_patient(ctx),
+        "small_patient": small,
+        # doses with units: for the patient's weight band (both when the weight is unknown), or the adult dose
+        # with the under-band one unless the patient is known to be at or above the band
+        "weight_unknown": small is None,
+        "under_band_possible": small is not False,
+        "step_dose": restart_day,
+        "restart_dose": wording.by_band(restart_day, restart_m2, band, small),
+        "escalate_dose": wording.by_band(escalate_day, escalate_m2, band, small),
+        "restart_dose_bands": wording.with_small_band(restart_day, restart_m2, band, small),
+        "escalate_dose_adult": escalate_day,
     }
 
 
@@ -102,6 +130,12 @@ def crs_treatment(ctx: Context) -> dict[str, Any]:
     t = ctx.kb.toxicity.crs_grade3_treatment
     bsa = ctx.timeline.body.bsa_m2
     small_dose = min(t.small_patient_mg_per_m2 * bsa, t.small_patient_max_mg) if bsa else None
+    band, small = num(weight_band_kg(ctx)), small_patient(ctx)
+    assert band is not None
+    adult = f"{num(t.dexamethasone_mg)} mg"
+    small_text = f"{num(t.small_patient_mg_per_m2)} mg/m², maximum {num(t.small_patient_max_mg)} mg"
+    for_patient = (f"{num(t.small_patient_mg_per_m2)} mg/m² (maximum {num(t.small_patient_max_mg)} mg; "
+                   f"{num(small_dose)} mg for this patient's BSA)") if small_dose is not None else small_text
     return {
         "dex_mg": num(t.dexamethasone_mg),
         "dex_interval_hours": num(t.interval_hours),
@@ -110,8 +144,10 @@ def crs_treatment(ctx: Context) -> dict[str, Any]:
         "dex_mg_per_m2": num(t.small_patient_mg_per_m2),
         "dex_max_mg_small": num(t.small_patient_max_mg),
         "dex_small_dose_mg": num(small_dose),
-        "weight_band_kg": num(weight_band_kg(ctx)),
-        "small_patient": small_patient(ctx),
+        "weight_band_kg": band,
+        "small_patient": small,
+        "dex_dose": wording.by_band(adult, for_patient, band, small),
+        "dex_dose_bands": f"{adult} (under {band} kg: {small_text})",
     }
 
 
@@ -141,9 +177,10 @@ def at_step_dose(ctx: Context, at: dt.datetime) -> bool | None:
 
 def dose_facts(ctx: Context, episode: Episode | None) -> dict[str, Any]:
     if episode is None:
-        return {"dose_at_event": None, "at_step_dose": None}
+        return {"dose_at_event": None, "dose_at_event_text": None, "at_step_dose": None}
     period = infusion_at(ctx.timeline.infusions, episode.onset.at)
     return {
         "dose_at_event": num(period.ug_per_day) if period else None,
+        "dose_at_event_text": wording.ug_day(num(period.ug_per_day)) if period else None,
         "at_step_dose": at_step_dose(ctx, episode.onset.at),
     }

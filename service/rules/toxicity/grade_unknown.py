@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from service.rules.base import Finding
-from service.rules.labs import course_position_facts, when
+from service.rules.labs import card_context, when
 from service.rules.medication import num
+from service.rules.toxicity import wording
 from service.rules.toxicity.context import Context, Family
 from service.rules.toxicity.facts import grade_facts
 
@@ -36,9 +37,12 @@ def grade_unknown(ctx: Context, *, discontinued: set[str], interrupted: set[str]
             continue
         yield Finding(
             rule_id="toxicity-grade-unknown", indicator="warning", about=latest.ref,
-            facts={"kind": family, "key": family, "label": latest.label, "at": when(latest.at), "ref": latest.ref,
+            facts={**card_context(ctx.timeline, ctx.kb),
+                   "kind": family, "key": family, "label": latest.label, "at": when(latest.at), "ref": latest.ref,
+                   "is_crs": family == "crs", "family_name": wording.FAMILY_NAMES[family],
+                   "toxicity_name": wording.event_name(latest.label, family),
+                   "step_dose": wording.ug_day(num(ctx.kb.regimens.ae_restart.ug_per_day)),
                    "default_grading_system": ctx.kb.toxicity.grading.default_system,
                    "restart_ug_per_day": num(ctx.kb.regimens.ae_restart.ug_per_day),
-                   **grade_facts(ctx.policy(family)),
-                   **course_position_facts(ctx.timeline)},
+                   **grade_facts(ctx.policy(family))},
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from service.rules.base import Finding
-from service.rules.labs import course_position_facts, when
+from service.rules.labs import card_context, when
 from service.rules.medication import num
+from service.rules.toxicity import wording
 from service.rules.toxicity.context import Context, Episode, grade_of
 from service.rules.toxicity.facts import (
     at_step_dose,
@@ -17,6 +18,9 @@ from service.rules.toxicity.facts import (
     seizure_facts,
     source_of,
 )
+
+_DISCONTINUE_REASONS = ("grade-4", "grade-3-at-step-dose", "grade-3-slow-resolution", "seizures")
+"""Each gives the card a flag ``reason_<name>`` (``reason_grade_4``…) for its sentence."""
 
 
 def neuro_rules(ctx: Context) -> Iterator[Finding]:
@@ -57,17 +61,21 @@ def neuro_rules(ctx: Context) -> Iterator[Finding]:
             trigger = e
     if count >= tox.seizures.discontinue_count:
         reasons.append("seizures")
+    episodes_facts = seizure_facts(seizures)
     facts = {
         "seizure_count": count,
         "seizure_dates": [when(s.at) for s in seizures],
-        "seizure_episodes": seizure_facts(seizures),
+        "seizure_episodes": episodes_facts,
+        "seizure_lines": [wording.seizure_line(e) for e in episodes_facts],
         "seizure_limit": tox.seizures.discontinue_count,
+        "next_ordinal": wording.ordinal(tox.seizures.discontinue_count),
         "same_event_window_minutes": num(tox.episodes.same_event_window_minutes),
         **grade_facts(policy),
     }
     if reasons:
         yield finding("neuro-discontinue", "critical", ctx, trigger, {
             "reasons": reasons, **facts, **dose_facts(ctx, trigger),
+            **{f"reason_{r.replace('-', '_')}": r in reasons for r in _DISCONTINUE_REASONS},
             "max_days_to_resolve": num(policy.max_days_to_resolve),
         }, key="neuro")
         return
@@ -80,8 +88,13 @@ def neuro_rules(ctx: Context) -> Iterator[Finding]:
         })
     if count == 1:
         s = seizures[0].first
+        sources = episodes_facts[0]["sources"]
         yield Finding(
             rule_id="seizure", indicator="warning", about=s.ref,
-            facts={**facts, "at": when(seizures[0].at), "label": s.label, "ref": s.ref, "source": source_of(s),
-                   "key": "neuro", **course_position_facts(ctx.timeline)},
+            facts={**card_context(ctx.timeline, ctx.kb), **facts,
+                   "at": when(seizures[0].at), "label": s.label, "ref": s.ref, "source": source_of(s),
+                   "toxicity_name": wording.event_name(s.label, "seizure"),
+                   "charted_more_than_once": len(sources) > 1, "record_count": len(sources),
+                   "records": wording.records_phrase(sources),
+                   "key": "neuro"},
         )

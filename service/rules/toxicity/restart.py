@@ -7,8 +7,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from service.rules.base import Finding, Indicator
-from service.rules.labs import course_position_facts, when
+from service.rules.labs import card_context, when
 from service.rules.medication import num
+from service.rules.toxicity import wording
 from service.rules.toxicity.context import FAMILIES, Context, key_of
 from service.rules.toxicity.facts import grade_facts
 from service.timeline.model import BlinOrder, InfusionPeriod, Interruption, Timeline, ToxicityRecord
@@ -133,15 +134,35 @@ def _restart_finding(
     ctx: Context, order: BlinOrder, restart_at: dt.datetime, indicator: Indicator, specific: dict[str, Any]
 ) -> Finding:
     facts: dict[str, Any] = {
+        **card_context(ctx.timeline, ctx.kb),
         "order_ref": order.ref, "restart_at": when(restart_at), "kind": None, "label": None, "grade": None,
         "event_at": None, "resolved_at": None, "days_since_resolved": None, "required_days": None,
         "stopped_at": None, "hours_since_stop": None, "required_hours": None,
         "toxicity_status": None, "unresolved_toxicities": [], "overdose_resolved_max_grade": None,
         "interrupt_grade": None, "discontinue_grade": None, "resolved_max_grade": None,
         "restart_ug_per_day": num(ctx.kb.regimens.ae_restart.ug_per_day),
-        **course_position_facts(ctx.timeline),
     }
     facts.update(specific)
+    reason, kind = facts["reason"], facts["kind"]
+    facts.update({
+        # flags and phrases the card prints: one flag per cause, the event's name, ready lines
+        "after_overdose": str(reason).startswith("overdose-"),
+        "overdose_too_soon": reason == "overdose-too-soon",
+        "overdose_toxicity_unresolved": reason == "overdose-toxicity-unresolved",
+        "overdose_toxicity_unknown": reason == "overdose-toxicity-unknown",
+        "toxicity_resolved_too_recently": reason == "toxicity-resolved-too-recently",
+        "overdose_event": "an overdose" if kind == "overdose" else "a line flush",
+        "toxicity_name": facts["label"] or ("Overdose or line flush" if str(reason).startswith("overdose-")
+                                         else "Toxicity"),
+        "summary_toxicity_name": facts["label"] or "the toxicity",
+        "is_neuro": reason == "toxicity-resolved-too-recently" and kind == "neuro",
+        "is_other_event": reason == "toxicity-resolved-too-recently" and kind != "neuro",
+        "toxicities_unresolved": facts["toxicity_status"] == "unresolved",
+        "toxicities_unknown": facts["toxicity_status"] == "unknown",
+        "toxicities_resolved": facts["toxicity_status"] == "resolved",
+        "unresolved_lines": [f"{t['label']}: grade {t['grade']} on {t['at']}" for t in facts["unresolved_toxicities"]],
+        "step_dose": wording.ug_day(facts["restart_ug_per_day"]),
+    })
     return Finding(rule_id="restart-premature", indicator=indicator, facts=facts, about=order.ref)
 
 

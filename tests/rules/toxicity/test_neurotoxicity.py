@@ -11,6 +11,7 @@ from service.knowledge import Knowledge
 from service.rules import toxicity as tox_rules
 from service.timeline.toxicity import build_toxicities
 from tests.builders import at, concept
+from tests.card_text import as_read
 from tests.med_helpers import renderer
 from tests.rules.toxicity.support import COURSE, NOW, RUNNING, ids, run
 from tests.threshold_builders import (
@@ -30,7 +31,7 @@ def cards(kb: Knowledge, obs: list[dict[str, object]], cond: list[dict[str, obje
     out = []
     for f in findings:
         card = renderer().render(f)
-        out.append(f"{card.summary}\n{card.detail}")
+        out.append(as_read(f"{card.summary}\n{card.detail}"))
     return out
 
 
@@ -50,7 +51,8 @@ def test_first_seizure_card_says_duplicates_were_counted_once(kb: Knowledge) -> 
     (text,) = cards(kb, [tox_observation("o1", at(2026, 3, 9, 8), code=concept(text="Seizure activity"),
                                          value_string="Seizure x1 at 08:00")],
                     [condition("c1", at(2026, 3, 9, 8, 20), code=concept(SEIZURE))])
-    assert "charted 2 times (Observation 2026-03-09 08:00 UTC; Condition 2026-03-09 08:20 UTC), counted once" in text
+    assert ("charted 2 times (Observation 2026-03-09 08:00 UTC; Condition 2026-03-09 08:20 UTC) and is counted once"
+            in text)
 
 
 def test_neuro_grade3_at_28_interrupts(kb: Knowledge) -> None:

@@ -52,7 +52,7 @@ def hepatic_interrupt(timeline: Timeline, kb: Knowledge) -> Iterator[Finding]:
         "uln_multiples": uln_multiples(kb),
         # phrases the card prints as they are
         "breach_list": ", ".join(f"{b['display']} {b['ratio_display']}×ULN" for b in listed),
-        "limit_list": "/".join(f">{b['limit']}×" for b in listed),
+        "limit_list": "/".join(f"{b['limit']}×" for b in listed),
         "breach_lines": [_breach_line(b) for b in listed],
         "removes_draft_order": bool(removable),
         **threshold_facts(kb),

@@ -128,7 +128,8 @@ def context_phrases(facts: Mapping[str, Any]) -> dict[str, Any]:
     if weight_kg is None:
         weight = "no usable weight"
     else:
-        weight = f"{weight_kg} kg on {facts.get('weight_date')}" + (" (stale)" if facts.get("weight_stale") else "")
+        dated = f" on {facts['weight_date']}" if facts.get("weight_date") else ""
+        weight = f"{weight_kg} kg{dated}" + (" (stale)" if facts.get("weight_stale") else "")
     band = {"fixed": f"≥ {threshold} kg, fixed dosing", "bsa": f"under {threshold} kg, BSA-based dosing"}.get(
         facts.get("weight_band") or "", "band not verifiable")
     if facts.get("bsa_m2") is not None:

@@ -139,5 +139,5 @@ def test_hepatic_card_shows_5_01_next_to_the_limit(kb: Knowledge) -> None:
     from tests.med_helpers import renderer
 
     card = renderer().render(finding)
-    assert "ALT 5.01×ULN (limit >5×)" in card.summary
+    assert "ALT 5.01×ULN (limit: above 5×)" in card.summary
     assert "5.01 × ULN" in (card.detail or "") and "5.0×" not in card.summary

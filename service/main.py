@@ -31,17 +31,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__, logs, metrics, openapi
 from service.analytics import router as analytics_router
 from service.auth import JwtVerifier, TrustedIssuers
-from service.catalog import build_catalog
 from service.cors import LoggedCORSMiddleware
 from service.errors import AuthError, CdsServiceError, InvalidRequest
-from service.knowledge import load_knowledge
-from service.offload import CpuPool
+from service.offload import CpuPool, load_evaluator
 from service.pipeline import Engine
 from service.preview import mount as mount_preview
-from service.render import CardRenderer
 from service.routes import router
-from service.rules import RULE_IDS
-from service.settings import DEFAULT_CARDS_DIR, DEFAULT_KNOWLEDGE_DIR, Settings, get_settings
+from service.settings import Settings, get_settings
 from service.store import CardMap, IssuedCardWriter, open_store
 from service.tools.cards_check import check_at_start_up
 
@@ -69,10 +65,8 @@ def outbound_tls(ca_bundle: Path | None) -> ssl.SSLContext:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    kb = load_knowledge(DEFAULT_KNOWLEDGE_DIR, overlay=settings.knowledge_dir)  # a site folder: only what it changes
-    catalog = build_catalog(kb)
-    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS, shipped_dir=DEFAULT_CARDS_DIR,
-                                 knowledge_hash=kb.fingerprint)
+    loaded = load_evaluator(settings)  # site folders hold only what they change, over the shipped files
+    kb, catalog, renderer = loaded.kb, loaded.catalog, loaded.renderer
     check_at_start_up(renderer, kb)  # as `blina-cds cards check`: every card renders for its rule's examples
     issuers = (
         TrustedIssuers.from_file(settings.trusted_issuers_file)

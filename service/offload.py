@@ -36,7 +36,7 @@ from service.errors import CdsServiceError, EvaluationTimeout
 from service.knowledge import Knowledge, load_knowledge
 from service.render import CardRenderer
 from service.rules import RULE_IDS
-from service.settings import Settings
+from service.settings import DEFAULT_CARDS_DIR, DEFAULT_KNOWLEDGE_DIR, Settings
 
 log = logging.getLogger("blina_cds.offload")
 T = TypeVar("T")
@@ -66,9 +66,16 @@ def _init_worker(settings: Settings, configure_logs: bool) -> None:
     global _WORKER
     if configure_logs:
         logs.configure_logging(settings.log_level)
-    kb = load_knowledge(settings.knowledge_dir)
-    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS)
-    _WORKER = Evaluator(kb=kb, catalog=dict(build_catalog(kb)), renderer=renderer)
+    _WORKER = load_evaluator(settings)
+
+
+def load_evaluator(settings: Settings) -> Evaluator:
+    """Knowledge (a site's values merged over the shipped files), services and card templates (a site's card
+    folder over the shipped one): loaded the same way by the server process and by every worker."""
+    kb = load_knowledge(DEFAULT_KNOWLEDGE_DIR, overlay=settings.knowledge_dir)
+    renderer = CardRenderer.load(settings.cards_dir, RULE_IDS, shipped_dir=DEFAULT_CARDS_DIR,
+                                 knowledge_hash=kb.fingerprint)
+    return Evaluator(kb=kb, catalog=dict(build_catalog(kb)), renderer=renderer)
 
 
 class Refused(CdsServiceError):

@@ -140,8 +140,9 @@ class _Reader:
             if ice_grade == 0 or self._negative(obs, value_cc, value_texts, code_texts):
                 yield replace(base, kind="neuro", grade=0, absent=True, label=label)
             else:
-                yield replace(base, kind="neuro", grade=ice_grade, label=f"{label} ({score}/10)",
-                              grading_system=self.tox.ice_score.grading_system)
+                ice_scale = self.tox.ice_score
+                yield replace(base, kind="neuro", grade=ice_grade, label=f"{label} ({score}/{ice_scale.max_score})",
+                              grading_system=ice_scale.grading_system)
             return
         grade, from_text, graded = self._observation_grade(obs, code, value_cc, value_string)
         if kind is None:

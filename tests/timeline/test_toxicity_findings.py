@@ -141,3 +141,9 @@ def test_the_table_covers_forty_phrasings_both_ways() -> None:
     positive = [e for _, _, e in PHRASINGS if e is not None and not e[2]]
     negative = [e for _, _, e in PHRASINGS if e is None or e[2]]
     assert len(PHRASINGS) >= 40 and len(positive) >= 15 and len(negative) >= 15
+
+
+def test_an_ice_score_label_states_the_score_out_of_the_knowledge_maximum(kb: Knowledge) -> None:
+    records = build_toxicities(observations=[obs("ICE score", valueInteger=2)], conditions=(), adverse_events=(),
+                               administrations=(), kb=kb, now=NOW)
+    assert [r.label for r in records] == [f"ICE score (2/{kb.toxicity.ice_score.max_score})"]

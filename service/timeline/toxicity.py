@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from service.fhir.extract import codings, parse_instant, reference_id, relative_ref, texts
+from service.fhir.extract import codings, observation_instant, parse_instant, reference_id, relative_ref, texts
 from service.knowledge import Knowledge
 from service.knowledge.toxicity import ConceptMatcher
 from service.timeline.dose import is_blinatumomab, medication_concept
@@ -108,11 +108,10 @@ class _Reader:
     def observation(self, obs: Mapping[str, Any]) -> Iterator[ToxicityRecord]:
         if obs.get("status") in _IGNORED_STATUSES:
             return
-        instant = _first_instant(obs.get("effectiveDateTime"), obs.get("effectiveInstant"),
-                                 _get(obs, "effectivePeriod", "start"), obs.get("issued"))
+        instant = observation_instant(obs)
         if instant is None or "dataAbsentReason" in obs:
             return  # not charted: no finding either way
-        at, date_only = instant
+        at, date_only = instant.at, instant.date_only
         code = _concept(obs.get("code"))
         value_cc = _concept(obs.get("valueCodeableConcept"))
         value_string = obs.get("valueString") if isinstance(obs.get("valueString"), str) else None

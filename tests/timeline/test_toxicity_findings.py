@@ -147,3 +147,13 @@ def test_an_ice_score_label_states_the_score_out_of_the_knowledge_maximum(kb: Kn
     records = build_toxicities(observations=[obs("ICE score", valueInteger=2)], conditions=(), adverse_events=(),
                                administrations=(), kb=kb, now=NOW)
     assert [r.label for r in records] == [f"ICE score (2/{kb.toxicity.ice_score.max_score})"]
+
+
+def test_an_observation_with_only_a_period_end_is_read_at_that_end(kb: Knowledge) -> None:
+    """The time is read as every other Observation reader reads it (``observation_instant``)."""
+    row = obs("CRS grade", valueInteger=3)
+    del row["effectiveDateTime"]
+    row["effectivePeriod"] = {"end": "2026-03-09T20:00:00Z"}
+    records = build_toxicities(observations=[row], conditions=(), adverse_events=(), administrations=(),
+                               kb=kb, now=NOW)
+    assert [(r.kind, r.grade, r.at, r.date_only) for r in records] == [("crs", 3, at(2026, 3, 9, 20), False)]

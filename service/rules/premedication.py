@@ -166,8 +166,8 @@ def _candidates(
             if days < 0:
                 skipped.append(_NotCounted(e, "after-start"))
                 continue
-            if days > 1:
-                continue  # dated well before this start: another day's order
+            if days > -(-kb.premedication.timing.lookback_hours // 24):
+                continue  # dated before any day the window reaches: another day's order
         if kb.premedication.order_timing.untimed_orders_count:
             out.append((e, None, True))
         else:

@@ -345,3 +345,16 @@ def test_sandbox_draft_with_date_only_and_pill_unit_is_not_judged_on_dose(kb: Kn
     detail = detail_of(f)
     assert "skipped the premedication dose check. Record the steroid dose in mg" in detail
     assert "skipped the premedication timing check" in detail
+
+
+@pytest.mark.parametrize(("lookback_hours", "expected"), [(24, [("premed-missing", "warning")]), (72, [])])
+def test_a_date_only_steroid_order_counts_only_on_a_day_the_window_reaches(
+    kb: Knowledge, lookback_hours: int, expected: list[tuple[str, str]]
+) -> None:
+    """An order dated two days before the start lies outside a 24 h window, inside a 72 h one."""
+    timing = kb.premedication.timing.model_copy(update={"lookback_hours": lookback_hours})
+    site = dataclasses.replace(kb, premedication=kb.premedication.model_copy(update={"timing": timing}))
+    order = steroid_order("dx", status="active", start=(C1 - dt.timedelta(days=2)).date().isoformat())
+    findings = run(site, now=C1 - dt.timedelta(hours=1), drafts=[blin_order("o", 9, start=C1)],
+                   resources=[*adult(), order])
+    assert premed(findings) == expected

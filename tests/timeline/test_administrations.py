@@ -118,3 +118,14 @@ def test_pump_rate_in_ml_per_hour_reads_the_dose_the_mar_line_states(kb: Knowled
     (period,) = infusions(kb, ma)
     assert period.ug_per_day is None and period.dose is not None
     assert period.dose.problem == "rate-without-concentration"
+
+
+def test_rate_verify_charted_in_ml_per_hour_does_not_end_the_running_bag(kb: Knowledge) -> None:
+    """As a MAR sends it: the bag's line states the dose beside the pump rate; the shift's "Rate Verify" is an
+    instant record with the pump rate in mL/hr only (no dose can be read from it)."""
+    bag = medication_administration("bag", start=at(2026, 3, 8, 10), status="in-progress",
+                                    rate=quantity(10, "mL/hr", code="mL/h"))
+    bag["dosage"]["text"] = "blinatumomab (BLINCYTO) 28 mcg/24 hr at 10 mL/hr"
+    verify = medication_administration("rv", effective=at(2026, 3, 9, 7), rate=quantity(10, "mL/hr", code="mL/h"))
+    (period,) = infusions(kb, bag, verify)
+    assert (period.ref, period.end, period.ug_per_day) == ("MedicationAdministration/bag", None, pytest.approx(28))

@@ -123,8 +123,8 @@ def premedication_phrases(f: Facts) -> dict[str, Any]:
 # --- doses ----------------------------------------------------------------------------------------------------------
 
 UNVERIFIABLE: dict[str, tuple[str, str, str]] = {
-    # problem code: (what is wrong, the checks skipped, what to record). {freshness_days}, {straddle_window_hours}
-    # and {weight_threshold_kg} are filled from the facts.
+    # problem code: (what is wrong, the checks skipped, what to record). {freshness_days}, {straddle_window_hours},
+    # {weight_threshold_kg}, {restart_threshold_hours} and {same_cycle_max_days} are filled from the facts.
     "weight-missing": ("no weight recorded", "the weight band, schedule and BSA dose checks",
                        "a current weight in kg"),
     "weight-stale": ("weight older than {freshness_days} days", "the weight band, schedule and BSA dose checks",
@@ -149,7 +149,8 @@ UNVERIFIABLE: dict[str, tuple[str, str, str]] = {
                         "the cycle day, premedication window and treatment-free interval checks of this order",
                         "the order's start with a time (timing.repeat.boundsPeriod.start)"),
     "history-date-only": ("infusion times recorded as dates only",
-                          "the cycle day, interruption (4 hours, 7 days), premedication window and treatment-free "
+                          "the cycle day, interruption ({restart_threshold_hours} hours, {same_cycle_max_days} days), "
+                          "premedication window and treatment-free "
                           "interval checks", "each administration's start and end with a time"),
     "infusion-rate-without-concentration": ("running pump rate without a concentration",
                                             "the running infusion's dose check (pump programming)",
@@ -185,7 +186,8 @@ def _problem_note(code: str, f: Facts) -> str | None:
 def problem_items(f: Facts) -> list[dict[str, str | None]]:
     """Each check dose-unverifiable skipped: ``what`` is wrong, a ``note`` from the chart, what was ``skipped``
     and what to ``record``."""
-    values = {k: f[k] for k in ("freshness_days", "straddle_window_hours", "weight_threshold_kg")}
+    values = {k: f[k] for k in ("freshness_days", "straddle_window_hours", "weight_threshold_kg",
+                                "restart_threshold_hours", "same_cycle_max_days")}
     items: list[dict[str, str | None]] = []
     for code in f["problems"]:
         what, skipped, record = (text.format(**values) for text in UNVERIFIABLE[code])

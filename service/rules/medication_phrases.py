@@ -53,17 +53,10 @@ def equivalence_phrase(f: Facts) -> str | None:
     return text
 
 
-def _not_counted_phrase(f: Facts) -> str | None:
-    parts = []
-    for n in f["orders_not_counted"]:
-        if n["why"] == "after-start":
-            at = f" ({n['at']})" if n["at"] is not None else ""
-            parts.append(f"the {n['agent']} order {n['ref']} is scheduled after the start{at}, "
-                         "so it cannot premedicate it")
-        else:
-            parts.append(f"the {n['agent']} order {n['ref']} has no scheduled time, and this service counts only "
-                         "timed steroid orders (service policy)")
-    return "; ".join(parts) or None
+def _not_counted_items(f: Facts) -> list[dict[str, Any]]:
+    """Each steroid order the rule did not count, with ``after_start`` (else: untimed) for the card to word."""
+    return [{"agent": n["agent"], "ref": n["ref"], "at": n["at"], "after_start": n["why"] == "after-start"}
+            for n in f["orders_not_counted"]]
 
 
 def _given_phrases(f: Facts) -> dict[str, Any]:
@@ -114,7 +107,7 @@ def premedication_phrases(f: Facts) -> dict[str, Any]:
         "requirement_phrase": requirement_phrase(f),
         "equivalence_phrase": equivalence_phrase(f),
         "per_m2_requirement": f["required_dose_mg"] is None,
-        "not_counted_phrase": _not_counted_phrase(f),
+        "not_counted_items": _not_counted_items(f),
         "steroid_phrase": steroid_dose(steroid_agent, f["steroid_dose_mg"], f["steroid_dose_mg_per_m2"]),
         **_given_phrases(f),
     }

@@ -241,8 +241,7 @@ def _phase_breakdown(f: Facts) -> str | None:
     if regimen == "mrd-positive" and "consolidation" in phases:
         return f"{phases['induction']} induction and up to {phases['consolidation']} consolidation cycles"
     if regimen == "consolidation":
-        return (f"{f['max_cycles']} blinatumomab cycles in the E1910 sequence; pending confirmation against the "
-                "current label")
+        return f"{f['max_cycles']} blinatumomab cycles in the E1910 sequence"
     return None
 
 

@@ -71,11 +71,15 @@ class _CardEnvironment(ImmutableSandboxedEnvironment):
 
 def _environments(loader: BaseLoader | None = None) -> tuple[ImmutableSandboxedEnvironment,
                                                              ImmutableSandboxedEnvironment]:
-    """(plain-text env for summaries and labels, Markdown env for ``detail``), sharing one loader."""
+    """(plain-text env for summaries and labels, Markdown env for ``detail``), sharing one loader.
+
+    ``auto_reload`` is off: an included file is read once, never re-checked on disk per render, so a card shows
+    the wording its provenance hash names.
+    """
     text = _CardEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
-                            finalize=chart_text.finalize_plain, loader=loader)
+                            finalize=chart_text.finalize_plain, loader=loader, auto_reload=False)
     md = _CardEnvironment(undefined=StrictUndefined, autoescape=False, finalize=chart_text.finalize_markdown,
-                          loader=loader)
+                          loader=loader, auto_reload=False)
     return text, md
 
 
@@ -161,10 +165,19 @@ class CardRenderer:
         loader = ChoiceLoader([DictLoader(dict(blocks)), FileSystemLoader([str(d) for d in dirs])])
         text_env, md_env = _environments(loader)
         shared = hashlib.sha256()
+        partials: set[str] = set()
         for d in dirs:
             for p in sorted(d.glob("_*")):
                 if p.is_file():
                     shared.update(p.name.encode() + b"\0" + p.read_bytes())
+                    partials.add(p.name)
+        for name in sorted(partials - {DEFAULTS_FILE}):  # read and compiled now, as the hash above saw them
+            for env in (text_env, md_env):
+                try:
+                    env.get_template(name)
+                except TemplateError as exc:
+                    raise KnowledgeError(f"template error: {exc}", file=name,
+                                         line=getattr(exc, "lineno", None)) from None
 
         wanted = set(rule_ids)
         present = {p.stem for p in cards_dir.glob("*.toml") if not p.stem.startswith("_")}

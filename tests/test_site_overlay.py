@@ -129,6 +129,27 @@ def test_shared_blocks_and_partials_are_written_once(tmp_path: Path) -> None:
     assert card.detail == "Course position: cycle 2, day 3.\n\nSource: the current label."
 
 
+def test_a_partial_is_read_at_start_up_and_not_again(tmp_path: Path) -> None:
+    """The wording a card shows is the wording its provenance hash was taken of, even if the file changes later."""
+    footer = tmp_path / "_footer.md"
+    footer.write_text("Source: the current label.\n")
+    (tmp_path / "seizure.toml").write_text(
+        'summary = "s"\ndetail = """\n{% include "_footer.md" %}\n"""\n[[override_reasons]]\ncode = "x"\n'
+        'display = "X"\n')
+    renderer = CardRenderer.load(tmp_path, RULE_IDS, shipped_dir=DEFAULT_CARDS_DIR)
+    footer.write_text("Source: edited after start-up.\n")
+    assert renderer.render(finding()).detail == "Source: the current label."
+    footer.unlink()
+    assert renderer.render(finding()).detail == "Source: the current label."
+
+
+def test_a_broken_partial_stops_start_up(tmp_path: Path) -> None:
+    (tmp_path / "_footer.md").write_text("Source: {% if %}\n")
+    with pytest.raises(KnowledgeError, match="template error") as err:
+        CardRenderer.load(tmp_path, RULE_IDS, shipped_dir=DEFAULT_CARDS_DIR)
+    assert err.value.file == "_footer.md"
+
+
 def test_newlines_behave_as_written(tmp_path: Path) -> None:
     """A line of only tags vanishes; a newline after an inline {% endif %} stays (no {{ "" }} needed)."""
     (tmp_path / "seizure.toml").write_text(

@@ -300,6 +300,8 @@ def _facts(
         "problems": [],
         "freshness_days": kb.dosing.freshness.weight_days,
         "straddle_window_hours": num(kb.dosing.weight_band.straddle_window_hours),
+        "restart_threshold_hours": num(kb.dosing.interruption.restart_threshold_minutes / 60),
+        "same_cycle_max_days": num(kb.regimens.cycle_rules.same_cycle_max_hours / 24, 1),
         "overdose_restart_hours": num(kb.toxicity.overdose.restart_min_hours),
     }
     return facts

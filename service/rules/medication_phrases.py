@@ -53,17 +53,10 @@ def equivalence_phrase(f: Facts) -> str | None:
     return text
 
 
-def _not_counted_phrase(f: Facts) -> str | None:
-    parts = []
-    for n in f["orders_not_counted"]:
-        if n["why"] == "after-start":
-            at = f" ({n['at']})" if n["at"] is not None else ""
-            parts.append(f"the {n['agent']} order {n['ref']} is scheduled after the start{at}, "
-                         "so it cannot premedicate it")
-        else:
-            parts.append(f"the {n['agent']} order {n['ref']} has no scheduled time, and this service counts only "
-                         "timed steroid orders (service policy)")
-    return "; ".join(parts) or None
+def _not_counted_items(f: Facts) -> list[dict[str, Any]]:
+    """Each steroid order the rule did not count, with ``after_start`` (else: untimed) for the card to word."""
+    return [{"agent": n["agent"], "ref": n["ref"], "at": n["at"], "after_start": n["why"] == "after-start"}
+            for n in f["orders_not_counted"]]
 
 
 def _given_phrases(f: Facts) -> dict[str, Any]:
@@ -114,7 +107,7 @@ def premedication_phrases(f: Facts) -> dict[str, Any]:
         "requirement_phrase": requirement_phrase(f),
         "equivalence_phrase": equivalence_phrase(f),
         "per_m2_requirement": f["required_dose_mg"] is None,
-        "not_counted_phrase": _not_counted_phrase(f),
+        "not_counted_items": _not_counted_items(f),
         "steroid_phrase": steroid_dose(steroid_agent, f["steroid_dose_mg"], f["steroid_dose_mg_per_m2"]),
         **_given_phrases(f),
     }
@@ -123,8 +116,8 @@ def premedication_phrases(f: Facts) -> dict[str, Any]:
 # --- doses ----------------------------------------------------------------------------------------------------------
 
 UNVERIFIABLE: dict[str, tuple[str, str, str]] = {
-    # problem code: (what is wrong, the checks skipped, what to record). {freshness_days}, {straddle_window_hours}
-    # and {weight_threshold_kg} are filled from the facts.
+    # problem code: (what is wrong, the checks skipped, what to record). {freshness_days}, {straddle_window_hours},
+    # {weight_threshold_kg}, {restart_threshold_hours} and {same_cycle_max_days} are filled from the facts.
     "weight-missing": ("no weight recorded", "the weight band, schedule and BSA dose checks",
                        "a current weight in kg"),
     "weight-stale": ("weight older than {freshness_days} days", "the weight band, schedule and BSA dose checks",
@@ -149,7 +142,8 @@ UNVERIFIABLE: dict[str, tuple[str, str, str]] = {
                         "the cycle day, premedication window and treatment-free interval checks of this order",
                         "the order's start with a time (timing.repeat.boundsPeriod.start)"),
     "history-date-only": ("infusion times recorded as dates only",
-                          "the cycle day, interruption (4 hours, 7 days), premedication window and treatment-free "
+                          "the cycle day, interruption ({restart_threshold_hours} hours, {same_cycle_max_days} days), "
+                          "premedication window and treatment-free "
                           "interval checks", "each administration's start and end with a time"),
     "infusion-rate-without-concentration": ("running pump rate without a concentration",
                                             "the running infusion's dose check (pump programming)",
@@ -185,7 +179,8 @@ def _problem_note(code: str, f: Facts) -> str | None:
 def problem_items(f: Facts) -> list[dict[str, str | None]]:
     """Each check dose-unverifiable skipped: ``what`` is wrong, a ``note`` from the chart, what was ``skipped``
     and what to ``record``."""
-    values = {k: f[k] for k in ("freshness_days", "straddle_window_hours", "weight_threshold_kg")}
+    values = {k: f[k] for k in ("freshness_days", "straddle_window_hours", "weight_threshold_kg",
+                                "restart_threshold_hours", "same_cycle_max_days")}
     items: list[dict[str, str | None]] = []
     for code in f["problems"]:
         what, skipped, record = (text.format(**values) for text in UNVERIFIABLE[code])
@@ -246,8 +241,7 @@ def _phase_breakdown(f: Facts) -> str | None:
     if regimen == "mrd-positive" and "consolidation" in phases:
         return f"{phases['induction']} induction and up to {phases['consolidation']} consolidation cycles"
     if regimen == "consolidation":
-        return (f"{f['max_cycles']} blinatumomab cycles in the E1910 sequence; pending confirmation against the "
-                "current label")
+        return f"{f['max_cycles']} blinatumomab cycles in the E1910 sequence"
     return None
 
 

@@ -20,7 +20,7 @@ from tests.builders import (
     steroid_order,
     weight,
 )
-from tests.med_helpers import alarms, one, renderer, run
+from tests.med_helpers import alarms, detail_of, one, renderer, run
 
 C1 = at(2026, 3, 1, 10)
 MRD = "urn:blina-cds:regimen:mrd-positive"
@@ -64,6 +64,16 @@ def test_cycle_limit_per_regimen(kb: Knowledge, text: str, canonical: str | None
     assert course_ids(findings) == expected
     if expected:
         assert one(findings, "cycle-limit").facts["max_cycles"] == (4 if canonical else 9)
+
+
+def test_an_unconfirmed_regimen_says_so_once_and_from_the_knowledge(kb: Knowledge) -> None:
+    """Consolidation is ``confidence = "unconfirmed"`` in regimens.toml: the shared context block says it is pending."""
+    order = blin_order("o", 28, text="Cycle 5 Day 1", instantiates=["urn:blina-cds:regimen:consolidation"])
+    f = one(run(kb, now=C1, drafts=[order, steroid_order("dx", PREDNISONE, dose=100)], resources=adult()),
+            "cycle-limit")
+    detail = detail_of(f)
+    assert "at most 4 cycles \\(4 blinatumomab cycles in the E1910 sequence\\)." in detail
+    assert detail.count("pending confirmation against the current label") == 1
 
 
 def full_cycle(cycle_start: dt.datetime, rate: float = 28) -> list[dict[str, Any]]:

@@ -88,7 +88,8 @@ def test_the_requirement_names_the_labels_own_equivalent() -> None:
 
 def test_each_skipped_check_says_what_to_record() -> None:
     facts = {"problems": ["weight-stale", "rate-without-concentration"], "freshness_days": 30,
-             "straddle_window_hours": 24, "weight_threshold_kg": 45, "dose_display": "10 mL/h",
+             "straddle_window_hours": 24, "weight_threshold_kg": 45, "restart_threshold_hours": 4,
+             "same_cycle_max_days": 7, "dose_display": "10 mL/h",
              "running_display": None, "steroid_units": [], "steroid_dates": [], "weight_date": "2026-01-05"}
     stale, rate = mp.problem_items(facts)
     assert stale == {"code": "weight-stale", "what": "weight older than 30 days", "note": "last weight 2026-01-05",
@@ -96,3 +97,13 @@ def test_each_skipped_check_says_what_to_record() -> None:
                      "record": "a weight from the last 30 days"}
     assert rate["note"] == "10 mL/h" and rate["skipped"] == "every dose check of this order"
     assert set(mp.UNVERIFIABLE) >= {"weight-missing", "steroid-date-only", "infusion-no-dose", "history-date-only"}
+
+
+def test_skipped_interruption_checks_name_the_knowledge_limits() -> None:
+    """The interruption limits a bare-date history skips are the knowledge's (dosing.toml, regimens.toml)."""
+    facts = {"problems": ["history-date-only"], "freshness_days": 30, "straddle_window_hours": 24,
+             "weight_threshold_kg": 45, "restart_threshold_hours": 6, "same_cycle_max_days": 10,
+             "running_display": None}
+    (item,) = mp.problem_items(facts)
+    assert item["skipped"] == ("the cycle day, interruption (6 hours, 10 days), premedication window and "
+                               "treatment-free interval checks")

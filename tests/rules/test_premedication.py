@@ -301,6 +301,8 @@ def test_a_steroid_timed_after_the_start_is_named_on_the_missing_card(kb: Knowle
     assert f.facts["orders_not_counted"] == [{"ref": "MedicationRequest/dx", "agent": "dexamethasone",
                                               "why": "after-start", "at": clock(later)}]
     assert "is scheduled after the start" in detail_of(f)
+    assert (f"Not counted: the dexamethasone order MedicationRequest/dx is scheduled after the start "
+            f"({clock(later)}), so it cannot premedicate it.") in detail_of(f)
 
 
 def test_authored_on_is_never_a_scheduled_time(kb: Knowledge) -> None:
@@ -326,6 +328,8 @@ def test_untimed_steroid_order_does_not_count_when_the_site_says_so(kb: Knowledg
                 resources=adult()), "premed-missing")
     assert [n["why"] for n in f.facts["orders_not_counted"]] == ["untimed"]
     assert "counts only timed steroid orders" in detail_of(f)
+    assert ("Not counted: the dexamethasone order MedicationRequest/dx has no scheduled time, and this service "
+            "counts only timed steroid orders (service policy).") in detail_of(f)
 
 
 def test_sandbox_draft_with_date_only_and_pill_unit_is_not_judged_on_dose(kb: Knowledge) -> None:

@@ -48,11 +48,7 @@ def grading_note(system: str | None, default_system: str, *, from_text: bool) ->
 
 def by_band(adult: str | None, small: str | None, band_kg: float | int, small_patient: bool | None) -> str | None:
     """The dose for the patient's weight band; both bands when the weight is unknown."""
-    if small_patient is True:
-        return small
-    if small_patient is False or small is None:
-        return adult
-    return f"{adult} (under {band_kg} kg: {small})"
+    return small if small_patient is True else with_small_band(adult, small, band_kg, small_patient)
 
 
 def with_small_band(adult: str | None, small: str | None, band_kg: float | int,

@@ -55,3 +55,13 @@ def test_each_discontinue_reason_is_a_flag_and_each_seizure_a_ready_line(kb: Kno
     assert wording.seizure_line({"at": "2026-03-09 06:00 UTC", "label": None, "count": 3,
                                  "sources": [{"ref": "Observation/o1"}, {"ref": "Condition/c1"}]}) == (
         "2026-03-09 06:00 UTC: Seizure (3 seizures charted) — recorded by Observation/o1, Condition/c1")
+
+
+def test_by_band_gives_one_band_when_the_weight_is_known_and_both_otherwise() -> None:
+    args = ("9 µg/day", "5 µg/m²/day", 45)
+    assert wording.by_band(*args, True) == "5 µg/m²/day"
+    assert wording.by_band(*args, False) == "9 µg/day"
+    assert wording.by_band(*args, None) == "9 µg/day (under 45 kg: 5 µg/m²/day)"
+    assert wording.with_small_band(*args, True) == "9 µg/day (under 45 kg: 5 µg/m²/day)"
+    assert wording.with_small_band(*args, False) == "9 µg/day"
+    assert wording.by_band("9 µg/day", None, 45, None) == "9 µg/day"

@@ -434,10 +434,11 @@ class CardMap:
     Feedback names only the card's ``uuid``; analytics want the rule id behind it. The hook
     response is the one place that knows both, so the pipeline remembers the pair there and the
     feedback route looks it up. The map is deliberately forgetful: it lives in one process
-    (feedback that lands on another replica, or after a restart, is stored with ``rule_id=None``
-    and never refused), entries expire after ``ttl_s`` (``BLINA_CDS_CARD_MAP_TTL_S``), and the
-    oldest are dropped beyond ``max_entries``, so memory stays bounded. Keys are random card
-    uuids and values rule ids: nothing identifies a patient.
+    (feedback that lands on another replica, or after a restart, takes its rule id from the
+    issued-card record, else is stored with ``rule_id=None``; never refused), entries expire
+    after ``ttl_s`` (``BLINA_CDS_CARD_MAP_TTL_S``), and the oldest are dropped beyond
+    ``max_entries``, so memory stays bounded. Keys are random card uuids and values rule ids:
+    nothing identifies a patient.
 
     ``now`` is a monotonic clock reading in seconds, passed in so tests control time::
 

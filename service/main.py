@@ -2,7 +2,8 @@
 
 Knowledge and card files are loaded and validated here, before the server accepts a request, so a
 bad file stops start-up with the file and key named. The lifespan opens what must be closed: the one
-``httpx.AsyncClient`` of the process and the feedback store.
+``httpx.AsyncClient`` of the process, the feedback store, the issued-card writer and the worker pool for large
+calls (``service.offload``).
 
 Middleware, outermost first: CORS (so preflights pass without a token and every response — 4xx and
 5xx included — carries the CORS headers), then request logging/metrics, then a last-resort handler

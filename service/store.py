@@ -53,6 +53,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -70,6 +71,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.elements import Label
 from sqlalchemy.types import TypeDecorator
 
 _log = logging.getLogger("blina_cds.store")
@@ -378,24 +380,24 @@ class SqlFeedbackStore:
                 .select_from(joined).where(*fb_where).group_by(rule, f.c.outcome)
             ):
                 outcomes.setdefault(r, {})[outcome] = int(n)
+            # Only the first ``reasons_max`` / ``comments_max`` rows per rule leave the database (row_number):
+            # a report never reads every comment ever stored.
+            count = func.count()
             reasons: dict[str, list[tuple[str, str | None, int]]] = {}
-            for r, code, display, n in conn.execute(
-                select(rule, f.c.override_reason_code, func.max(f.c.override_reason_display), func.count())
+            for r, code, display, n in conn.execute(_first_per_rule(
+                select(rule, f.c.override_reason_code, func.max(f.c.override_reason_display), count)
                 .select_from(joined)
                 .where(f.c.outcome == "overridden", f.c.override_reason_code.is_not(None), *fb_where)
-                .group_by(rule, f.c.override_reason_code)
-                .order_by(func.count().desc(), f.c.override_reason_code)
-            ):
-                if len(reasons.setdefault(r, [])) < reasons_max:
-                    reasons[r].append((code, display, int(n)))
+                .group_by(rule, f.c.override_reason_code),
+                rule=rule, order_by=(count.desc(), f.c.override_reason_code), limit=reasons_max,
+            )):
+                reasons.setdefault(r, []).append((code, display, int(n)))
             comments: dict[str, list[str]] = {}
-            for r, comment in conn.execute(
-                select(rule, f.c.user_comment).select_from(joined)
-                .where(f.c.user_comment.is_not(None), *fb_where)
-                .order_by(f.c.received_at.desc(), f.c.id.desc())
-            ):
-                if len(comments.setdefault(r, [])) < comments_max:
-                    comments[r].append(comment)
+            for r, comment in conn.execute(_first_per_rule(
+                select(rule, f.c.user_comment).select_from(joined).where(f.c.user_comment.is_not(None), *fb_where),
+                rule=rule, order_by=(f.c.received_at.desc(), f.c.id.desc()), limit=comments_max,
+            )):
+                comments.setdefault(r, []).append(comment)
         rules = sorted(set(issued) | set(outcomes))
         return [
             RuleReport(
@@ -432,10 +434,11 @@ class CardMap:
     Feedback names only the card's ``uuid``; analytics want the rule id behind it. The hook
     response is the one place that knows both, so the pipeline remembers the pair there and the
     feedback route looks it up. The map is deliberately forgetful: it lives in one process
-    (feedback that lands on another replica, or after a restart, is stored with ``rule_id=None``
-    and never refused), entries expire after ``ttl_s`` (``BLINA_CDS_CARD_MAP_TTL_S``), and the
-    oldest are dropped beyond ``max_entries``, so memory stays bounded. Keys are random card
-    uuids and values rule ids: nothing identifies a patient.
+    (feedback that lands on another replica, or after a restart, takes its rule id from the
+    issued-card record, else is stored with ``rule_id=None``; never refused), entries expire
+    after ``ttl_s`` (``BLINA_CDS_CARD_MAP_TTL_S``), and the oldest are dropped beyond
+    ``max_entries``, so memory stays bounded. Keys are random card uuids and values rule ids:
+    nothing identifies a patient.
 
     ``now`` is a monotonic clock reading in seconds, passed in so tests control time::
 
@@ -487,6 +490,14 @@ class CardMap:
             self._entries.popitem(last=False)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+
+def _first_per_rule(query: Select[Any], *, rule: Label[Any], order_by: Sequence[Any], limit: int) -> Select[Any]:
+    """The first ``limit`` rows of ``query`` per rule in ``order_by`` order, without the rank column."""
+    rank = func.row_number().over(partition_by=rule.element, order_by=list(order_by)).label("rank")
+    ranked = query.add_columns(rank).subquery()
+    shown = [c for c in ranked.c if c.name != "rank"]
+    return select(*shown).where(ranked.c.rank <= limit).order_by(ranked.c.rule, ranked.c.rank)
 
 
 class IssuedCardWriter:

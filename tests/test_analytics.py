@@ -79,6 +79,24 @@ async def test_report_counts_issued_accepted_overridden_reasons_and_comments(sto
     assert none == []
 
 
+async def test_report_keeps_the_most_frequent_reasons_and_newest_comments_per_rule(store: SqlFeedbackStore) -> None:
+    """Each rule's list is cut on its own: a busy rule's reasons and comments never crowd out another rule's."""
+    await store.save_issued([issued(f"p{i}") for i in range(6)] + [issued("c0", "crs-interrupt")])
+    for i, (code, comment) in enumerate([("per-protocol", "oldest"), ("given-elsewhere", "older"),
+                                         ("given-elsewhere", "newer"), ("other", "newest")]):
+        await store.save([overridden(card_uuid=f"p{i}", rule_id=None, override_reason_code=code,
+                                     user_comment=comment)], received_at=T0 + timedelta(minutes=i))
+    await store.save([overridden(card_uuid="c0", rule_id=None, override_reason_code="other", user_comment="crs")],
+                     received_at=T0)
+
+    report = {r.rule_id: r for r in await store.feedback_report(reasons_max=2, comments_max=2)}
+    premed = report["premed-missing"]
+    assert [(code, n) for code, _, n in premed.top_override_reasons] == [("given-elsewhere", 2), ("other", 1)]
+    assert premed.comments == ("newest", "newer")
+    assert [(code, n) for code, _, n in report["crs-interrupt"].top_override_reasons] == [("other", 1)]
+    assert report["crs-interrupt"].comments == ("crs",)
+
+
 # ---------------------------------------------------------------- the background writer
 
 

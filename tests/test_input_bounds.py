@@ -11,7 +11,7 @@ import respx
 
 from service.auth import Caller
 from service.fhir.prefetch import _client_for, render_template
-from service.routes import get_caller
+from service.routes import MAX_PROBLEMS, get_caller
 from service.schemas import HookRequest
 from tests.conftest import ORDER_SIGN, PATIENT_VIEW, AppFactory, outcome_fields
 from tests.test_feedback import accepted, overridden
@@ -87,6 +87,20 @@ async def test_a_hook_instance_over_128_characters_is_400(make_app: AppFactory) 
         route_all(mock)
         at_limit = await client.post(HOOK, json=body(None, hookInstance="h" * 128, fhirServer=FHIR))
     assert at_limit.status_code == 200
+
+
+async def test_a_request_with_many_invalid_entries_names_only_the_first_ones(make_app: AppFactory) -> None:
+    """A 400 lists at most ``MAX_PROBLEMS`` invalid fields and counts the rest: it never grows with the input."""
+    _, client = await make_app()
+    request = body(None, fhirServer=FHIR)
+    request["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [1] * 5000}
+    response = await client.post(f"/cds-services/{ORDER_SIGN}", json={**request, "hook": "order-sign"})
+    assert response.status_code == 400
+    issues = response.json()["issue"]
+    assert [i["expression"] for i in issues[:MAX_PROBLEMS]] == [
+        [f"context.draftOrders.entry.{i}"] for i in range(MAX_PROBLEMS)]
+    assert issues[MAX_PROBLEMS:] == [{"severity": "error", "code": "invalid", "expression": ["context"],
+                                      "diagnostics": f"context: {5000 - MAX_PROBLEMS} more problems"}]
 
 
 BAD_IDS = ["p1,p2", "p1\n", "p1&_count=1000", "../Observation", "..", ".", "p 1", "p1?x=1", "p%2F1", "é", "p" * 65, ""]

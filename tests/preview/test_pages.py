@@ -7,6 +7,7 @@ order form's fields become the FHIR an EHR would send, and a bad form is a 400 n
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -90,6 +91,27 @@ async def test_preview_on_in_production_still_sends_orders_through_authenticatio
     assert answer.status_code == 200
     assert 'data-status="401"' in answer.text  # the real hook endpoint refused the unsigned call
     assert "<article" not in answer.text
+
+
+async def test_example_cards_are_not_recorded_as_issued_but_a_sent_order_s_are(
+    make_app: AppFactory
+) -> None:
+    app, client = await make_app()
+    engine = app.state.engine
+    recorded: list[Any] = []
+
+    class Recorder:
+        async def record(self, cards: Any) -> None:
+            recorded.extend(cards)
+
+    app.state.engine = dataclasses.replace(engine, issued=Recorder())
+    page = await client.get("/preview/examples/premed-missing")
+    assert 'data-rule-id="premed-missing"' in page.text
+    assert recorded == []
+    answer = await client.post("/preview/order", data=form_fields(steroid=""))  # a real hook call is recorded
+    assert 'data-rule-id="premed-missing"' in answer.text
+    assert "premed-missing" in [card.rule_id for card in recorded]
+    assert {card.card_uuid for card in recorded} == set(re.findall(r'data-card-uuid="([^"]+)"', answer.text))
 
 
 # ---------------------------------------------------------------- card files, escaping

@@ -188,6 +188,21 @@ async def test_a_form_larger_than_the_limit_is_a_413(make_app: AppFactory) -> No
     _, client = await make_app(preview_max_form_bytes=2048)
     page = await client.post("/preview/order", data=form_fields(request_json="x" * 4096))
     assert page.status_code == 413
+    assert "Request body is larger than 2048 bytes" in page.text
+
+
+async def test_a_form_without_a_length_is_cut_at_the_limit_as_it_streams_in(make_app: AppFactory) -> None:
+    _, client = await make_app(preview_max_form_bytes=2048)
+
+    async def body() -> Any:  # chunked: no Content-Length to refuse up front
+        for _ in range(8):
+            yield b"request_json=" + b"x" * 1024 + b"&"
+
+    page = await client.post("/preview/order", content=body(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert page.status_code == 413
+    assert page.headers["content-type"].startswith("text/html")  # the preview's own page, not another layer's
+    assert "Request body is larger than 2048 bytes" in page.text
 
 
 async def test_a_pasted_example_request_gives_the_example_card(make_app: AppFactory) -> None:

@@ -45,6 +45,18 @@ def form_fields(**overrides: str) -> dict[str, str]:
     return fields
 
 
+def record_issued(app: Any) -> list[Any]:
+    """The cards the hook endpoint records as issued from now on (the service's issued-card writer replaced)."""
+    recorded: list[Any] = []
+
+    class Recorder:
+        async def record(self, cards: Any) -> None:
+            recorded.extend(cards)
+
+    app.state.engine = dataclasses.replace(app.state.engine, issued=Recorder())
+    return recorded
+
+
 @pytest.fixture
 def cards_copy(tmp_path: Path) -> Path:
     path = tmp_path / "cards"
@@ -97,14 +109,7 @@ async def test_example_cards_are_not_recorded_as_issued_but_a_sent_order_s_are(
     make_app: AppFactory
 ) -> None:
     app, client = await make_app()
-    engine = app.state.engine
-    recorded: list[Any] = []
-
-    class Recorder:
-        async def record(self, cards: Any) -> None:
-            recorded.extend(cards)
-
-    app.state.engine = dataclasses.replace(engine, issued=Recorder())
+    recorded = record_issued(app)
     page = await client.get("/preview/examples/premed-missing")
     assert 'data-rule-id="premed-missing"' in page.text
     assert recorded == []
@@ -284,16 +289,20 @@ async def test_an_example_call_links_to_the_order_form_for_its_patient(make_app:
 ])
 async def test_a_form_posted_from_another_site_is_refused(make_app: AppFactory, headers: dict[str, str]) -> None:
     app, client = await make_app()
-    page = await client.post("/preview/order", data=form_fields(), headers=headers)
+    recorded = record_issued(app)
+    page = await client.post("/preview/order", data=form_fields(steroid=""), headers=headers)
     assert page.status_code == 403
     assert "cross-site form" in page.text
+    assert recorded == []  # nothing reached the hook endpoint (this order gives a premed-missing card)
 
 
 async def test_a_form_posted_from_the_page_itself_is_sent(make_app: AppFactory) -> None:
-    _, client = await make_app()
-    page = await client.post("/preview/order", data=form_fields(),
+    app, client = await make_app()
+    recorded = record_issued(app)
+    page = await client.post("/preview/order", data=form_fields(steroid=""),
                              headers={"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"})
     assert page.status_code == 200 and 'data-status="200"' in page.text
+    assert "premed-missing" in [card.rule_id for card in recorded]
 
 
 async def test_without_examples_the_page_says_where_it_looked(make_app: AppFactory, tmp_path: Path,

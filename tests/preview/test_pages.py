@@ -180,6 +180,14 @@ async def test_a_bad_form_is_a_400_naming_each_field(make_app: AppFactory) -> No
     assert 'name="dose_value" value="abc"' in page.text  # the form comes back as it was sent
 
 
+@pytest.mark.parametrize("days", ["1e9", "1e300"])
+async def test_an_infusion_too_long_for_a_date_is_a_400_not_a_500(make_app: AppFactory, days: str) -> None:
+    _, client = await make_app()
+    page = await client.post("/preview/order", data=form_fields(infusion_days=days))
+    assert page.status_code == 400
+    assert f"infusion days: {float(days):g} days from the start is past any date" in page.text
+
+
 async def test_pasted_text_that_is_not_a_request_is_a_400(make_app: AppFactory) -> None:
     _, client = await make_app()
     page = await client.post("/preview/order", data=form_fields(request_json="[1, 2"))

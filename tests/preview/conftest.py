@@ -1,10 +1,11 @@
-"""The real service under uvicorn, for the /preview browser tests.
+"""The real service (``blina-cds serve``), for the /preview browser tests.
 
 ``live_service`` starts ``blina-cds serve`` (:func:`tests.live.live_service`) on a free 127.0.0.1 port, in
 development mode (auth off, so /preview is on), with its feedback store in a temporary SQLite file and
-``BLINA_CDS_CARDS_DIR`` pointing at a temporary copy of ``cards/`` that a test may edit. ``browser`` is
-Debian's Chromium driven by Playwright (never a browser Playwright downloads). Without Chromium the browser
-tests skip on a developer machine and fail in CI (``CI=true``), where ``make test`` must have installed it.
+``BLINA_CDS_CARDS_DIR`` pointing at an empty temporary site folder over the shipped ``cards/``, where a test
+writes the card files it rewords. ``browser`` is Debian's Chromium driven by Playwright (never a browser
+Playwright downloads). Without Chromium the browser tests skip on a developer machine and fail in CI
+(``CI=true``), where ``make test`` must have installed it.
 """
 
 from __future__ import annotations

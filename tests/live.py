@@ -60,12 +60,14 @@ def _lower_open_file_limit(soft: int) -> Callable[[], None]:
 
 
 @contextlib.contextmanager
-def live_service(tmp_path: Path, *, open_files: int | None = None, **env: str) -> Iterator[LiveService]:
+def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | None = None,
+                 **env: str) -> Iterator[LiveService]:
     """``blina-cds serve`` (auth off, SQLite in ``tmp_path``) with extra ``BLINA_CDS_*`` settings; stopped after.
 
-    ``open_files`` starts it with that soft open-file limit (as a default systemd or shell limit of 1,024 would).
+    ``open_files`` starts it with that soft open-file limit (as a default systemd or shell limit of 1,024 would);
+    ``port`` is for a caller that must know the URL before the start (a free one is chosen otherwise).
     """
-    port = free_port()
+    port = port or free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}
     environment.update({"BLINA_CDS_AUTH": "off", "BLINA_CDS_PORT": str(port), "BLINA_CDS_LOG_LEVEL": "WARNING",
                         "BLINA_CDS_DATABASE_URL": f"sqlite:///{tmp_path / f'live-{port}.db'}", **env})

@@ -29,9 +29,6 @@ TAGS = {
     "for": re.compile(rf"^{NAME} in {NAME}$"),  # over a list the rule made, nothing computed
 }
 
-PENDING: set[str] = set()
-"""Card files not yet rewritten as prose (a problem there is an expected failure): none."""
-
 
 def problems(text: str) -> Iterator[str]:
     """What makes a card file (or block) not prose, one reason per problem, with its line."""
@@ -59,8 +56,6 @@ def test_every_shipped_card_file_is_prose(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     tomllib.loads(text)  # a card file is TOML first
     found = list(problems(text))
-    if path.name in PENDING and found:
-        pytest.xfail(f"{path.name} is not prose yet: {found[0]}")
     assert not found, f"{path.name}: " + "; ".join(sorted(set(found)))
 
 

@@ -124,6 +124,12 @@ def build_request(form: OrderForm, *, kb: Knowledge, catalog: Mapping[str, CdsSe
     bag_hours = _number(form.bag_hours, "bag duration", problems) if per_bag or form.bag_hours else None
     start = _instant(form.start, "start", problems)
     days = _number(form.infusion_days, "infusion days", problems)
+    if start is not None and days is not None:
+        try:
+            start + dt.timedelta(days=days)
+        except OverflowError:
+            problems.append(f"infusion days: {days:g} days from the start is past any date")
+            days = None
     if form.regimen and form.regimen not in kb.regimens.regimens:
         problems.append(f"regimen: choose one of {', '.join(kb.regimens.regimens)}, or none")
     steroid_mg = steroid_at = None

@@ -213,9 +213,7 @@ def _preview_engine(engine: Engine, renderer: CardRenderer) -> Engine:
     The example calls are not cards shown to a clinician: their uuids stay out of the feedback map, and any
     record the engine keeps of cards issued (for override analytics) is switched off for them.
     """
-    changes: dict[str, Any] = {"renderer": renderer, "card_map": CardMap(ttl_s=60)}
-    changes.update({f.name: None for f in dataclasses.fields(engine) if f.name == "issued"})
-    return dataclasses.replace(engine, **changes)
+    return dataclasses.replace(engine, renderer=renderer, card_map=CardMap(ttl_s=60), issued=None)
 
 
 def _fresh_renderer(settings: Settings, *, knowledge_hash: str) -> CardRenderer:

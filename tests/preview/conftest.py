@@ -1,26 +1,25 @@
-"""The real service under uvicorn, for the /preview browser tests.
+"""The real service (``blina-cds serve``), for the /preview browser tests.
 
-``live_service`` starts ``uvicorn service.main:app_factory`` as a subprocess on a free 127.0.0.1 port, in
+``live_service`` starts ``blina-cds serve`` (:func:`tests.live.live_service`) on a free 127.0.0.1 port, in
 development mode (auth off, so /preview is on), with its feedback store in a temporary SQLite file and
-``BLINA_CDS_CARDS_DIR`` pointing at a temporary copy of ``cards/`` that a test may edit. ``browser`` is
-Debian's Chromium driven by Playwright (never a browser Playwright downloads). Without Chromium the browser
-tests skip on a developer machine and fail in CI (``CI=true``), where ``make test`` must have installed it.
+``BLINA_CDS_CARDS_DIR`` pointing at an empty temporary site folder over the shipped ``cards/``, where a test
+writes the card files it rewords. ``browser`` is Debian's Chromium driven by Playwright (never a browser
+Playwright downloads). Without Chromium the browser tests skip on a developer machine and fail in CI
+(``CI=true``), where ``make test`` must have installed it.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from tests import live
+from tests.fhir_server import free_port
 
 CHROMIUM = Path(os.environ.get("BLINA_CDS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -28,7 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 ARTIFACTS = Path(os.environ.get("BLINA_CDS_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
-START_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,59 +37,16 @@ class LiveService:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def live_service(tmp_path: Path) -> Iterator[LiveService]:
     cards_dir = tmp_path / "cards"  # a site overlay: it holds only the card files the site rewords
     cards_dir.mkdir()
-    port = _free_port()
+    database = tmp_path / "feedback.db"
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}
-    env.update(
-        BLINA_CDS_AUTH="off",
-        BLINA_CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'feedback.db'}",
-        BLINA_CDS_CARDS_DIR=str(cards_dir),
-        BLINA_CDS_PUBLIC_BASE_URL=base_url,
-        BLINA_CDS_LOG_LEVEL="WARNING",
-    )
-    log = tmp_path / "service.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.main:app_factory", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
-        )
-    try:
-        _wait_until_up(base_url, proc, log)
-        yield LiveService(base_url=base_url, cards_dir=cards_dir, database=tmp_path / "feedback.db", log=log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_until_up(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"the service exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                if client.get(base_url + "/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    pytest.fail(f"the service did not answer within {START_TIMEOUT_S} s:\n{log.read_text(errors='replace')}")
+    with live.live_service(tmp_path, port=port, BLINA_CDS_DATABASE_URL=f"sqlite:///{database}",
+                           BLINA_CDS_CARDS_DIR=str(cards_dir), BLINA_CDS_PUBLIC_BASE_URL=base_url) as service:
+        yield LiveService(base_url=service.base, cards_dir=cards_dir, database=database, log=service.log_path)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ order form's fields become the FHIR an EHR would send, and a bad form is a 400 n
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -42,6 +43,18 @@ def form_fields(**overrides: str) -> dict[str, str]:
     }
     fields.update(overrides)
     return fields
+
+
+def record_issued(app: Any) -> list[Any]:
+    """The cards the hook endpoint records as issued from now on (the service's issued-card writer replaced)."""
+    recorded: list[Any] = []
+
+    class Recorder:
+        async def record(self, cards: Any) -> None:
+            recorded.extend(cards)
+
+    app.state.engine = dataclasses.replace(app.state.engine, issued=Recorder())
+    return recorded
 
 
 @pytest.fixture
@@ -90,6 +103,20 @@ async def test_preview_on_in_production_still_sends_orders_through_authenticatio
     assert answer.status_code == 200
     assert 'data-status="401"' in answer.text  # the real hook endpoint refused the unsigned call
     assert "<article" not in answer.text
+
+
+async def test_example_cards_are_not_recorded_as_issued_but_a_sent_order_s_are(
+    make_app: AppFactory
+) -> None:
+    app, client = await make_app()
+    recorded = record_issued(app)
+    page = await client.get("/preview/examples/premed-missing")
+    assert 'data-rule-id="premed-missing"' in page.text
+    assert recorded == []
+    answer = await client.post("/preview/order", data=form_fields(steroid=""))  # a real hook call is recorded
+    assert 'data-rule-id="premed-missing"' in answer.text
+    assert "premed-missing" in [card.rule_id for card in recorded]
+    assert {card.card_uuid for card in recorded} == set(re.findall(r'data-card-uuid="([^"]+)"', answer.text))
 
 
 # ---------------------------------------------------------------- card files, escaping
@@ -153,6 +180,14 @@ async def test_a_bad_form_is_a_400_naming_each_field(make_app: AppFactory) -> No
     assert 'name="dose_value" value="abc"' in page.text  # the form comes back as it was sent
 
 
+@pytest.mark.parametrize("days", ["1e9", "1e300"])
+async def test_an_infusion_too_long_for_a_date_is_a_400_not_a_500(make_app: AppFactory, days: str) -> None:
+    _, client = await make_app()
+    page = await client.post("/preview/order", data=form_fields(infusion_days=days))
+    assert page.status_code == 400
+    assert f"infusion days: {float(days):g} days from the start is past any date" in page.text
+
+
 async def test_pasted_text_that_is_not_a_request_is_a_400(make_app: AppFactory) -> None:
     _, client = await make_app()
     page = await client.post("/preview/order", data=form_fields(request_json="[1, 2"))
@@ -166,6 +201,21 @@ async def test_a_form_larger_than_the_limit_is_a_413(make_app: AppFactory) -> No
     _, client = await make_app(preview_max_form_bytes=2048)
     page = await client.post("/preview/order", data=form_fields(request_json="x" * 4096))
     assert page.status_code == 413
+    assert "Request body is larger than 2048 bytes" in page.text
+
+
+async def test_a_form_without_a_length_is_cut_at_the_limit_as_it_streams_in(make_app: AppFactory) -> None:
+    _, client = await make_app(preview_max_form_bytes=2048)
+
+    async def body() -> Any:  # chunked: no Content-Length to refuse up front
+        for _ in range(8):
+            yield b"request_json=" + b"x" * 1024 + b"&"
+
+    page = await client.post("/preview/order", content=body(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert page.status_code == 413
+    assert page.headers["content-type"].startswith("text/html")  # the preview's own page, not another layer's
+    assert "Request body is larger than 2048 bytes" in page.text
 
 
 async def test_a_pasted_example_request_gives_the_example_card(make_app: AppFactory) -> None:
@@ -247,16 +297,20 @@ async def test_an_example_call_links_to_the_order_form_for_its_patient(make_app:
 ])
 async def test_a_form_posted_from_another_site_is_refused(make_app: AppFactory, headers: dict[str, str]) -> None:
     app, client = await make_app()
-    page = await client.post("/preview/order", data=form_fields(), headers=headers)
+    recorded = record_issued(app)
+    page = await client.post("/preview/order", data=form_fields(steroid=""), headers=headers)
     assert page.status_code == 403
     assert "cross-site form" in page.text
+    assert recorded == []  # nothing reached the hook endpoint (this order gives a premed-missing card)
 
 
 async def test_a_form_posted_from_the_page_itself_is_sent(make_app: AppFactory) -> None:
-    _, client = await make_app()
-    page = await client.post("/preview/order", data=form_fields(),
+    app, client = await make_app()
+    recorded = record_issued(app)
+    page = await client.post("/preview/order", data=form_fields(steroid=""),
                              headers={"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"})
     assert page.status_code == 200 and 'data-status="200"' in page.text
+    assert "premed-missing" in [card.rule_id for card in recorded]
 
 
 async def test_without_examples_the_page_says_where_it_looked(make_app: AppFactory, tmp_path: Path,

@@ -64,7 +64,7 @@ def test_a_7_day_bag_ordered_for_a_4_8_kg_infant_warns(kb: Knowledge) -> None:
     detail = detail_of(f)
     assert "Prepare 24-hour or 48-hour bags without preservative" in detail
     assert "Bacteriostatic 0.9% Sodium Chloride" in detail and "4.8 kg (2026-03-01)" in detail
-    assert renderer().render(f).summary.startswith("7-day blinatumomab bag with preservative")
+    assert renderer().render(f).summary.startswith("Blinatumomab 7-day bag with preservative")
 
 
 @pytest.mark.parametrize("order", [

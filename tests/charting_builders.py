@@ -98,6 +98,40 @@ def _medication(mcg: float, volume_ml: float) -> dict[str, Any]:
                                                          "code": "mL"}}}]}
 
 
-def charted(bags: list[Bag], style: Style, *, now: dt.datetime, prefix: str = "bag") -> list[dict[str, Any]]:
-    """The bags hung by ``now``, as the style charts them."""
-    return [bag_record(f"{prefix}{i}", b, style, now=now) for i, b in enumerate(bags, 1) if b.hung <= now]
+def charted(bags: list[Bag], style: Style, *, now: dt.datetime, prefix: str = "bag", with_orders: bool = False,
+            ) -> list[dict[str, Any]]:
+    """The bags hung by ``now``, as the style charts them; ``with_orders``: each bag fulfils an Oracle Health-style
+    order for its bag length and dose (:func:`bag_order`), and those orders are on the chart."""
+    hung = [b for b in bags if b.hung <= now]
+    records = [bag_record(f"{prefix}{i}", b, style, now=now, request=f"MedicationRequest/{_order_id(b)}")
+               for i, b in enumerate(hung, 1)]
+    if not with_orders:
+        return records
+    orders = {_order_id(b): bag_order(_order_id(b), b) for b in hung}
+    return [*records, *orders.values()]
+
+
+def _order_id(bag: Bag) -> str:
+    return f"ord-{bag.hours}h-{bag.ug_per_day:g}".replace(".", "-")
+
+
+def bag_order(id: str, bag: Bag) -> dict[str, Any]:
+    """An Oracle Health-style continuous-infusion order (real-world-charting.md §2): the bag volume as
+    ``doseQuantity``, the pump rate in mL/h, the drug and its strength in a contained Medication, text "over N hr"."""
+    rate = PUMP_ML_PER_H[bag.hours]
+    volume = round(rate * bag.hours, 1)
+    return {
+        "resourceType": "MedicationRequest", "id": id, "status": "active", "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category",
+                                  "code": "inpatient"}]}],
+        "contained": [_medication(round(bag.ug_per_day * bag.hours / 24, 2), volume)],
+        "medicationReference": {"reference": "#m1"},
+        "authoredOn": iso(bag.hung - dt.timedelta(hours=2)),
+        "dosageInstruction": [{
+            "text": f"{rate:g} mL/hr, IV, Continuous, over {bag.hours} hr. Do not flush line.",
+            "timing": {"repeat": {"boundsPeriod": {"start": iso(bag.hung)}}},
+            "route": {"coding": [{"system": "http://snomed.info/sct", "code": "47625008"}], "text": "IV"},
+            "doseAndRate": [{"doseQuantity": {"value": volume, "unit": "mL", "system": UCUM, "code": "mL"},
+                             "rateQuantity": {"value": rate, "unit": "mL/hr", "system": UCUM, "code": "mL/h"}}]}],
+    }

@@ -38,7 +38,7 @@ from service.timeline.dose import (
     steroid_agent,
     text_dose,
 )
-from service.timeline.model import BodySize, InfusionPeriod, SteroidEvent
+from service.timeline.model import BlinOrder, BodySize, InfusionPeriod, SteroidEvent
 from service.timeline.orders import first_dosage
 
 _IGNORED = ("not-done", "entered-in-error")
@@ -53,9 +53,12 @@ def build_infusions(
     body: BodySize,
     kb: Knowledge,
     now: dt.datetime,
+    orders: Iterable[BlinOrder] = (),
 ) -> tuple[InfusionPeriod, ...]:
-    """Blinatumomab infusion periods, oldest first, from every charting style (see the module docstring)."""
+    """Blinatumomab infusion periods, oldest first, from every charting style (see the module docstring).
+    ``orders``: the blinatumomab orders on record, for the bag length of the order an administration fulfils."""
     basis = BodyBasis(bsa_m2=body.bsa_m2, weight_kg=body.weight_kg)
+    lengths = {o.ref: length for o in orders if (length := _order_bag_length(o, kb)) is not None}
     runs: list[_Run] = []
     pauses: list[_Pause] = []
     for ma in administrations:
@@ -85,6 +88,7 @@ def build_infusions(
             _infusion(ma, dosage, start=start, end=end, status=status, date_only=date_only, basis=basis,
                       medications=medications, kb=kb),
             bare=unended and runs_for is None, derived=runs_for is not None,
+            ordered=_reference(ma.get("request"), lengths),
         ))
     runs.sort(key=lambda r: r.period.start)
     resolved = _with_ends(_without_rate_checks(runs), pauses, kb)
@@ -103,6 +107,8 @@ class _Run:
     until the next record."""
     derived: bool = False
     """Its end was worked out, not charted: a bag running past ``now`` is running; a pause cuts it short."""
+    ordered: dt.timedelta | None = None
+    """The bag length of the order it fulfils (``request``), if that states one."""
 
 
 @dataclass(frozen=True)
@@ -164,10 +170,11 @@ def _without_rate_checks(runs: list[_Run]) -> list[_Run]:
 def _with_ends(runs: list[_Run], pauses: list[_Pause], kb: Knowledge) -> list[_Run]:
     """Ends that are not on record, from the records around them.
 
-    - A bag with no run time of its own (Oracle Health sends each bag as a ``completed`` instant) ran until the
-      next record (bag, rate change, pause) when that comes within the longest bag the label names
-      (``[bags] durations_hours``, 7 days); otherwise (the last bag, or a long silence) for
-      ``[running_infusion] unended_bag_hours``. An ``in-progress`` record runs until the next record, or now.
+    - A bag with no run time of its own (Oracle Health sends each bag as a ``completed`` instant) ran for the bag
+      length of the order it fulfils; else until the next record (bag, rate change, pause) when that comes within
+      the longest bag the label names (``[bags] durations_hours``, 7 days); otherwise (the last bag, or a long
+      silence) for ``[running_infusion] unended_bag_hours``. An ``in-progress`` record runs until the next record,
+      or now.
     - A ``not-done`` record at a time a worked-out end (or a running bag) covers cuts it short there, and its
       ``statusReason`` says why the infusion stopped, unless the bag itself says so.
     """
@@ -179,7 +186,12 @@ def _with_ends(runs: list[_Run], pauses: list[_Pause], kb: Knowledge) -> list[_R
         p = run.period
         following = next((t for t in events if t > p.start), None)
         if run.bare and p.status != "in-progress":
-            end = following if following is not None and following - p.start <= longest else p.start + assumed
+            if run.ordered is not None:
+                end = p.start + run.ordered
+            elif following is not None and following - p.start <= longest:
+                end = following
+            else:
+                end = p.start + assumed
             run = _Run(replace(p, end=end), derived=True)
         elif run.bare or p.end is None:
             run = _Run(replace(p, end=following), derived=run.derived)
@@ -193,6 +205,29 @@ def _with_ends(runs: list[_Run], pauses: list[_Pause], kb: Knowledge) -> list[_R
         out[i] = _Run(replace(p, end=pause.at if cut else p.end, stop_reason=p.stop_reason or pause.reason),
                       derived=run.derived and not cut)
     return out
+
+
+def _order_bag_length(order: BlinOrder, kb: Knowledge) -> dt.timedelta | None:
+    """One bag's length as the order states it: ``timing.repeat.duration`` (or ``boundsDuration``), else its bag
+    volume ÷ pump rate (Oracle Health: ``doseQuantity`` 240 mL, ``rateQuantity`` 10 mL/h). A length longer than the
+    longest bag the label names (an order for a whole cycle) is no bag length."""
+    dosage = first_dosage(order.resource)
+    entries = [e for e in dosage.get("doseAndRate") or () if isinstance(e, Mapping)]
+    volume = next((e["doseQuantity"] for e in entries if isinstance(e.get("doseQuantity"), Mapping)), None)
+    rate = next((e["rateQuantity"] for e in entries if isinstance(e.get("rateQuantity"), Mapping)), None)
+    length = (dt.timedelta(hours=order.bag_hours) if order.bag_hours
+              else _volume_over_rate({"dose": volume, "rateQuantity": rate}, kb))
+    longest = dt.timedelta(hours=max(kb.dosing.bags.durations_hours))
+    return length if length is not None and length <= longest else None
+
+
+def _reference(ref: Any, lengths: Mapping[str, dt.timedelta]) -> dt.timedelta | None:
+    """The bag length of the order ``request`` names (relative, absolute or versioned: ``…/MedicationRequest/1``)."""
+    target = ref.get("reference") if isinstance(ref, Mapping) else None
+    if not isinstance(target, str):
+        return None
+    parts = target.split("/_history")[0].rstrip("/").split("/")
+    return lengths.get("/".join(parts[-2:])) if len(parts) >= 2 else None
 
 
 def _period(ma: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime | None, bool] | None:

@@ -68,6 +68,16 @@ def test_a_correct_course_is_quiet_and_the_same_in_every_charting_style(
         assert status(findings) == status(first), style
 
 
+@pytest.mark.parametrize("now", [chicago(3, 4, 11), chicago(3, 23, 12), chicago(3, 30, 12)])
+def test_instants_with_their_orders_give_the_cards_of_periods(kb: Knowledge, now: dt.datetime) -> None:
+    """Oracle Health instants with no run time, each fulfilling an order that states its bag volume and rate."""
+    instants = cards(kb, now, *charted(COURSE, "instant", now=now, with_orders=True))
+    periods = cards(kb, now, *charted(COURSE, "periods", now=now))
+    assert alarms(instants) == []
+    assert ids(instants) == ids(periods)
+    assert status(instants) == status(periods)
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_a_continuing_order_on_day_9_is_quiet(kb: Knowledge, style: Style) -> None:
     now = chicago(3, 9, 11)

@@ -208,3 +208,26 @@ def test_a_bag_changed_after_midnight_keeps_its_local_day_across_the_daylight_sa
     assert t.positions[CURRENT].day == 9
     assert t.positions["MedicationAdministration/bag9"].day == 9
     assert t.positions["MedicationAdministration/bag9"].at == chicago(3, 9, 0, 30)
+
+
+@pytest.mark.parametrize(("now", "day", "end"), [
+    (chicago(3, 23, 12), 23, None),                      # inside the 7-day bag its order names
+    (chicago(3, 30, 12), 29, chicago(3, 29, 10)),        # the last 48 h bag (240 mL at 5 mL/h) ended on day 29
+])
+def test_an_instant_runs_for_the_bag_length_of_the_order_it_fulfils(
+    kb: Knowledge, now: dt.datetime, day: int, end: dt.datetime | None,
+) -> None:
+    t = timeline(kb, now, *charted(COURSE, "instant", now=now, with_orders=True))
+    assert (t.positions[CURRENT].cycle, t.positions[CURRENT].day) == (1, day)
+    assert t.infusions[-1].end == end
+
+
+def test_an_instant_with_its_orders_bag_length_shows_a_late_bag_as_a_restart(kb: Knowledge) -> None:
+    late = Bag(COURSE[2].ends + dt.timedelta(hours=5), 24, 5.3)
+    now = late.hung + dt.timedelta(hours=1)
+    t = timeline(kb, now, *charted([*COURSE[:3], late], "instant", now=now, with_orders=True))
+    p = t.positions[CURRENT]
+    assert p.event == "restart" and p.interruption is not None and p.interruption.gap == dt.timedelta(hours=5)
+    # without the orders nothing says how long a bag runs: the bag runs on until the next one
+    t = timeline(kb, now, *charted([*COURSE[:3], late], "instant", now=now))
+    assert t.positions[CURRENT].event == "cycle-start"

@@ -19,6 +19,7 @@ Steroids come from administrations and orders (drafts too): each is a candidate 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -155,15 +156,28 @@ def _without_rate_checks(runs: list[_Run]) -> list[_Run]:
     charted each shift confirms the running bag; read as a bag of its own it would end the infusion and make the
     next bag a restart. A point record at another rate stays (it is a rate change), and so does a pause or stop."""
     kept: list[_Run] = []
+    hosts: list[InfusionPeriod] = []  # kept periods with a length (a point hosts nothing), oldest first
+    reach: list[dt.datetime | None] = []  # the latest end among hosts[:i + 1] (None: one is still running)
     for run in runs:
         p = run.period
-        host = next((k.period for k in reversed(kept) if k.period.start <= p.start
-                     and (k.period.end is None or k.period.end >= p.start) and k.period.end != k.period.start), None)
+        host = None
+        for i in reversed(range(len(hosts))):
+            furthest = reach[i]
+            if furthest is not None and furthest < p.start:
+                break  # no earlier period reaches this record: stop looking (charts of many bags stay linear)
+            k = hosts[i]
+            if k.start <= p.start and (k.end is None or k.end >= p.start):
+                host = k
+                break
         same = host is not None and (p.ug_per_day is None or host.ug_per_day is None
                                      or round(p.ug_per_day, 1) == round(host.ug_per_day, 1))
         if p.end == p.start and same and p.status in ("completed", "in-progress") and p.stop_reason is None:
             continue  # a pause or stop (on-hold, stopped, a stated reason) is kept: the restart rules read it
         kept.append(run)
+        if p.end != p.start:
+            last = reach[-1] if reach else p.start
+            hosts.append(p)
+            reach.append(None if last is None or p.end is None else max(last, p.end))
     return kept
 
 
@@ -184,7 +198,8 @@ def _with_ends(runs: list[_Run], pauses: list[_Pause], kb: Knowledge) -> list[_R
     out: list[_Run] = []
     for run in runs:
         p = run.period
-        following = next((t for t in events if t > p.start), None)
+        after = bisect.bisect_right(events, p.start)
+        following = events[after] if after < len(events) else None
         if run.bare and p.status != "in-progress":
             if run.ordered is not None:
                 end = p.start + run.ordered
@@ -196,9 +211,10 @@ def _with_ends(runs: list[_Run], pauses: list[_Pause], kb: Knowledge) -> list[_R
         elif run.bare or p.end is None:
             run = _Run(replace(p, end=following), derived=run.derived)
         out.append(run)
+    starts = [r.period.start for r in out]  # sorted: runs come oldest first
     for pause in pauses:
-        i = next((i for i in reversed(range(len(out))) if out[i].period.start < pause.at), None)
-        if i is None:
+        i = bisect.bisect_left(starts, pause.at) - 1  # the last bag that started before the pause
+        if i < 0:
             continue
         run, p = out[i], out[i].period
         cut = p.end is None or (run.derived and p.end > pause.at)

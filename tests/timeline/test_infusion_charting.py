@@ -231,3 +231,16 @@ def test_an_instant_with_its_orders_bag_length_shows_a_late_bag_as_a_restart(kb:
     # without the orders nothing says how long a bag runs: the bag runs on until the next one
     t = timeline(kb, now, *charted([*COURSE[:3], late], "instant", now=now))
     assert t.positions[CURRENT].event == "cycle-start"
+
+
+@pytest.mark.parametrize("reference", [
+    "MedicationRequest/{id}", "https://fhir.example.org/r4/MedicationRequest/{id}",
+    "MedicationRequest/{id}/_history/2", "MedicationRequest/other"])
+def test_the_order_is_found_by_a_relative_absolute_or_versioned_request(kb: Knowledge, reference: str) -> None:
+    bag = COURSE[7]  # 48 h: the order's length (240 mL at 5 mL/h), not the 24 h of a bag with no length
+    now = bag.hung + dt.timedelta(hours=50)
+    record, order = charted([bag], "instant", now=now, with_orders=True)
+    record["request"] = {"reference": reference.format(id=order["id"])}
+    (period,) = timeline(kb, now, record, order).infusions
+    unended = dt.timedelta(hours=kb.dosing.running_infusion.unended_bag_hours)
+    assert period.end == (bag.hung + unended if reference.endswith("/other") else bag.ends)

@@ -5,9 +5,9 @@
 Starts ``blina-cds serve`` as the Kubernetes manifest runs it (one server process, ``BLINA_CDS_CPU_WORKERS=1``;
 SQLite in a temp dir, auth off) and reads the whole process tree from /proc — the server, the forkserver and the
 worker for large calls — idle, under the ``make bench`` load (its three scenarios, 8 concurrent clients), and
-while ``BENCH_MAXIMAL_CALLS`` (default 2) maximal (20 MiB) hook calls are sent at once. It prints the sum of RSS (an upper bound: forked
-processes share pages) and the sum of PSS (shared pages divided among their users: close to what the
-container's memory cgroup is charged, before page cache). Only 127.0.0.1 is contacted.
+while ``BENCH_MAXIMAL_CALLS`` (default 2) maximal (20 MiB) hook calls are sent at once. It prints the sum of RSS
+(an upper bound: forked processes share pages) and the sum of PSS (shared pages divided among their users: close
+to what the container's memory cgroup is charged, before page cache). Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from service.main import create_app
 from service.settings import Settings
+from service.store import engine_url
 from tests.test_dockerfile import DOCKERFILE, documented_tag, instructions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +142,9 @@ def manifest_environment(container: dict[str, Any], tmp_path: Path) -> dict[str,
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = secrets[ref["name"]][ref["key"]]
-    assert env["BLINA_CDS_DATABASE_URL"].startswith("postgresql://")  # several replicas share PostgreSQL
+    url = engine_url(env["BLINA_CDS_DATABASE_URL"])  # a URL the store accepts...
+    assert url.get_backend_name() == "postgresql"  # ...and PostgreSQL: several replicas share it
+    assert url.query["connect_timeout"] == "5"  # an unreachable database fails fast, not after the TCP timeout
     env["BLINA_CDS_DATABASE_URL"] = f"sqlite:///{tmp_path}/k8s.db"
     issuers = tmp_path / Path(env["BLINA_CDS_TRUSTED_ISSUERS_FILE"]).name
     issuers.write_text(secrets["blina-cds-issuers"]["issuers.json"])

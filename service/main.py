@@ -246,7 +246,7 @@ class _AccessLog:
 def _route_of(path: str) -> str:
     parts = path.strip("/").split("/")
     if parts[0] != "cds-services":
-        return "/" + parts[0] if parts[0] in ("healthz",) else "other"
+        return "/" + parts[0] if parts[0] in ("healthz", "livez") else "other"
     if len(parts) == 1:
         return "/cds-services"
     if len(parts) == 2:

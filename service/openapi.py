@@ -81,6 +81,10 @@ HEALTH = {"responses": {
     "503": {"description": "The feedback store is unreachable",
             "content": {"application/json": {"schema": _ref(Health)}}},
 }}
+LIVE = {"responses": {
+    "200": {"description": "This process answers (the feedback store is not checked)",
+            "content": {"application/json": {"schema": _ref(Health)}}},
+}}
 ANALYTICS = {"responses": {
     "200": {"description": "Per rule: cards issued, accepted, overridden, override rate, top reasons, comments",
             "content": {"application/json": {"schema": {"type": "object", "required": ["since", "rules"]}}}},

@@ -165,6 +165,12 @@ async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+@router.get("/livez", openapi_extra=openapi.LIVE)
+async def livez() -> JSONResponse:
+    """This process answers HTTP; the store is not asked, so a database outage never restarts a replica."""
+    return JSONResponse({"status": "ok"})
+
+
 @router.get("/healthz", openapi_extra=openapi.HEALTH)
 async def healthz(store: StoreDep) -> JSONResponse:
     """Alive and able to store feedback (a replica that cannot is taken out of rotation)."""

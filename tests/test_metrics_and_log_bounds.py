@@ -23,7 +23,8 @@ from tests.test_prefetch import FHIR, body, searchset
 
 SERVICES = {ORDER_SIGN, ORDER_SELECT, PATIENT_VIEW}
 FIXED = {
-    "route": {"/cds-services", "/cds-services/{id}", "/cds-services/{id}/feedback", "/healthz", "other"},
+    "route": {"/cds-services", "/cds-services/{id}", "/cds-services/{id}/feedback", "/healthz", "/livez",
+              "other"},
     "method": {"GET", "POST", "OPTIONS", "HEAD", "other"},
     "service": SERVICES,
     "rule_id": set(RULE_IDS),

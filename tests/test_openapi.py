@@ -140,3 +140,4 @@ def test_with_jwt_auth_every_cds_operation_declares_the_bearer_token_and_401(tmp
         for operation in doc["paths"][path].values():
             assert operation["security"] == [{"ehrJwt": []}] and "401" in operation["responses"]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+    assert "security" not in doc["paths"]["/livez"]["get"]

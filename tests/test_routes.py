@@ -232,6 +232,8 @@ async def test_health_fails_when_the_feedback_store_is_gone(make_app: AppFactory
     response = await client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
+    live = await client.get("/livez")  # the liveness probe: a database outage must not restart the replica
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
 
 
 async def test_health_and_metrics(client: httpx.AsyncClient) -> None:

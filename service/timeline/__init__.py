@@ -63,15 +63,24 @@ def medications_to_read(
     that are in neither the data nor ``known`` (:func:`service.timeline.dose.medication_to_read` says which are
     needed). Drafts first, then the other records in the order the data holds them."""
     patient_id = context.get("patientId")
-    pools = {key: _pool({key: resources}, patient_id=patient_id) for key, resources in data.items()}
+    # Only these types matter: skip the rest (thousands of Observations) before pooling, on the event loop.
+    wanted = ("MedicationRequest", "MedicationAdministration", "Medication", "Bundle")
+    pools = {key: _pool({key: [r for r in resources if isinstance(r, Mapping) and r.get("resourceType") in wanted]},
+                        patient_id=patient_id) for key, resources in data.items()}
     empty: Mapping[str, Any] = {}
     medications = dict.fromkeys(known, empty)
     medications.update((str(m.get("id")), m) for pool in pools.values() for m in pool.get("Medication", []))
     sources = [("context.draftOrders", draft_resources(context))]
     sources += [(f"prefetch.{key}", [r for rs in pool.values() for r in rs]) for key, pool in pools.items()]
     out: dict[str, str] = {}
+    judged: set[tuple[str, Any]] = set()  # (id, display) already judged: a chart names few Medications many times
     for where, resources in sources:
         for resource in resources:
+            ref = resource.get("medicationReference")
+            seen = (str(ref.get("reference")), ref.get("display")) if isinstance(ref, Mapping) else None
+            if seen is None or seen in judged:
+                continue
+            judged.add(seen)
             medication_id = medication_to_read(resource, medications, kb)
             if medication_id is not None and medication_id not in out:
                 out[medication_id] = where

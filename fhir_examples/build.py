@@ -1454,7 +1454,8 @@ def _codes_of(r: Mapping[str, Any]) -> set[str]:
     return {str(c.get("code")) for c in (r.get("code") or {}).get("coding", ())}
 
 
-def _searchset(resources: Sequence[Mapping[str, Any]], url: str) -> dict[str, Any] | None:
+def _searchset(resources: Sequence[Mapping[str, Any]], url: str,
+               included: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any] | None:
     """A searchset Bundle as a FHIR server returns it; ``None`` (prefetch null) when nothing matched."""
     if not resources:
         return None
@@ -1464,8 +1465,18 @@ def _searchset(resources: Sequence[Mapping[str, Any]], url: str) -> dict[str, An
         "total": len(resources),
         "link": [{"relation": "self", "url": f"{EHR_BASE}/{url}"}],
         "entry": [{"fullUrl": f"{EHR_BASE}/{r['resourceType']}/{r['id']}", "resource": dict(r),
-                   "search": {"mode": "match"}} for r in resources],
+                   "search": {"mode": mode}}
+                  for rs, mode in ((resources, "match"), (included, "include")) for r in rs],
     }
+
+
+def _medications_of(records: Sequence[Mapping[str, Any]], medications: Sequence[Mapping[str, Any]]
+                    ) -> list[Mapping[str, Any]]:
+    """The Medications the records point at (``medicationReference`` ``Medication/<id>``): what the medication keys'
+    ``_include=<type>:medication`` brings."""
+    wanted = {str(r["medicationReference"]["reference"]).rsplit("/", 1)[-1] for r in records
+              if str((r.get("medicationReference") or {}).get("reference", "#")).startswith("Medication/")}
+    return [m for m in medications if m["id"] in wanted]
 
 
 def prefetch_for(pid: str, resources: Sequence[Mapping[str, Any]], templates: Mapping[str, str]) -> dict[str, Any]:
@@ -1479,11 +1490,14 @@ def prefetch_for(pid: str, resources: Sequence[Mapping[str, Any]], templates: Ma
     labs = {"1742-6", "1743-4", "1744-2", "77144-4", "76625-3", "1920-8", "30239-8", "88112-8", "1975-2", "14631-6",
             "77137-8"}
     patient = next(r for r in resources if r["resourceType"] == "Patient")
+    medications = by_type.get("Medication", [])
     return {
         "patient": dict(patient),
-        "medicationRequests": _searchset(by_type.get("MedicationRequest", []), url["medicationRequests"]),
-        "medicationAdministrations": _searchset(by_type.get("MedicationAdministration", []),
-                                                url["medicationAdministrations"]),
+        "medicationRequests": _searchset(by_type.get("MedicationRequest", []), url["medicationRequests"],
+                                         _medications_of(by_type.get("MedicationRequest", []), medications)),
+        "medicationAdministrations": _searchset(
+            by_type.get("MedicationAdministration", []), url["medicationAdministrations"],
+            _medications_of(by_type.get("MedicationAdministration", []), medications)),
         "bodySize": _searchset([o for o in obs if _codes_of(o) & body][:50], url["bodySize"]),
         "labs": _searchset([o for o in obs if _codes_of(o) & labs][:100], url["labs"]),
         "toxicityObservations": _searchset(obs[:200], url["toxicityObservations"]),

@@ -9,6 +9,7 @@ guess when a pump rate in mL/h has no concentration.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
             time = name
         else:
             return None
-    if time is None:
+    if time is None or not 0 < count < math.inf:  # "ug/(0.h)" is no rate; "ug/1e999h" none either
         return None
     per_day = units.per_time_to_per_day[time] / count
     per_hour = time == "h" and count == 1
@@ -300,7 +301,8 @@ def concentration_ug_per_ml(medication: Mapping[str, Any] | None, kb: Knowledge)
     if not medication:
         return None
     units = kb.dosing.units
-    for ing in medication.get("ingredient") or ():
+    ingredients = medication.get("ingredient")
+    for ing in ingredients if isinstance(ingredients, list) else ():
         if not isinstance(ing, Mapping):
             continue
         item = ing.get("itemCodeableConcept")

@@ -124,16 +124,21 @@ def entries_of(body: dict[str, Any]) -> list[list[Any]]:
     return [b["entry"] for b in bundles if b.get("entry")]
 
 
+def baseline(chart: Any) -> tuple[dict[str, Any], dt.datetime, list[str]]:
+    """The chart's request, its ``now`` and its findings as they are."""
+    course, hook, now, stored, drafts, spoil = chart
+    note(f"{course!r} {hook} at {now} spoiled: {spoil}")
+    body = request(course, hook, stored, drafts)
+    return body, now, canonical(findings(body, now))
+
+
 # ------------------------------------------------------------------------------------------------------ properties
 
 
 @scaled(0.5)
 @given(chart=charts(), data=st.data())
 def test_findings_do_not_depend_on_the_order_of_bundle_entries(chart: Any, data: st.DataObject) -> None:
-    course, hook, now, stored, drafts, spoil = chart
-    note(f"{course!r} {hook} at {now} spoiled: {spoil}")
-    body = request(course, hook, stored, drafts)
-    expected = canonical(findings(body, now))
+    body, now, expected = baseline(chart)
     shuffled = copy.deepcopy(body)
     for entries in entries_of(shuffled):
         entries[:] = data.draw(st.permutations(entries))
@@ -143,10 +148,7 @@ def test_findings_do_not_depend_on_the_order_of_bundle_entries(chart: Any, data:
 @scaled(0.5)
 @given(chart=charts(), data=st.data())
 def test_duplicated_entries_change_no_finding(chart: Any, data: st.DataObject) -> None:
-    course, hook, now, stored, drafts, spoil = chart
-    note(f"{course!r} {hook} at {now} spoiled: {spoil}")
-    body = request(course, hook, stored, drafts)
-    expected = canonical(findings(body, now))
+    body, now, expected = baseline(chart)
     doubled = copy.deepcopy(body)
     lists = entries_of(doubled)
     for entries in lists:

@@ -372,13 +372,13 @@ class Chart:
         stored: list[dict[str, Any]] = []
         draft_out: dict[str, dict[str, Any]] = {}
         for e in self.entries:
+            if e.t > now and e.resource.get("id") not in draft_ids:
+                continue  # not yet on the chart (checked before copying: the property tests snapshot often)
             res = copy.deepcopy(e.resource)
             if res.get("id") in draft_ids:
                 res["status"] = "draft"
                 res["authoredOn"] = iso(now)
                 draft_out[res["id"]] = res
-                continue
-            if e.t > now:
                 continue
             rtype = res["resourceType"]
             if rtype == "MedicationAdministration" and "effectivePeriod" in res and res.get("status") not in (

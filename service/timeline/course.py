@@ -55,6 +55,9 @@ class Segment:
     previous_cycle_complete: bool = False
     date_only: bool = False
     previous_cycle: int | None = None
+    stepped: bool = False
+    """This cycle's step has been given: a later increase (a BSA dose recalculated for a heavier child, all of it
+    under the 9 µg/day cap) is no second step."""
 
 
 def local_date(t: dt.datetime, reference: dt.datetime) -> dt.date:
@@ -105,7 +108,7 @@ class CourseBuilder:
             lost_days=prev.lost_days, event="continuation", course_start=prev.course_start,
             ae_restart_at=prev.ae_restart_at, previous_cycle_end=prev.previous_cycle_end,
             previous_cycle_complete=prev.previous_cycle_complete, date_only=date_only,
-            previous_cycle=prev.previous_cycle,
+            previous_cycle=prev.previous_cycle, stepped=prev.stepped or prev.event == "step",
         )
         if prev.end is None or prev.end >= start:
             return replace(base, event=self._dose_event(prev, base, dose))
@@ -150,7 +153,7 @@ class CourseBuilder:
             if seg.ae_restart_at is not None:
                 return "re-escalation" if seg.start - seg.ae_restart_at >= self.escalation_hold else "dose-change"
             step_day = self.spec.step_day
-            if self.spec.step_cycle == seg.cycle and step_day is not None and day >= step_day:
+            if self.spec.step_cycle == seg.cycle and step_day is not None and day >= step_day and not seg.stepped:
                 # The step leaves the pre-step dose (R/R: ≤ 9 µg/day); a second increase after it is no step.
                 pre = self.spec.row(seg.cycle, step_day - 1)
                 if pre is None or round(before, self.decimals) <= pre.cap_ug_per_day:

@@ -12,6 +12,7 @@ Medication's ``ingredient.strength`` or ``amount``: :func:`concentration_ug_per_
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
             time = name
         else:
             return None
-    if time is None:
+    if time is None or not 0 < count < math.inf:  # "ug/(0.h)" is no rate; "ug/1e999h" none either
         return None
     per_day = units.per_time_to_per_day[time] / count
     per_hour = time == "h" and count == 1
@@ -385,7 +386,8 @@ def concentration_ug_per_ml(medication: Mapping[str, Any] | None, kb: Knowledge)
         if ratio is not None and ratio[1] == "volume":
             return ratio[0]
         package_ml = ratio[0] if ratio is not None and ratio[1] == "package-volume" else None
-    for ing in medication.get("ingredient") or ():
+    ingredients = medication.get("ingredient")
+    for ing in ingredients if isinstance(ingredients, list) else ():
         if not isinstance(ing, Mapping):
             continue
         item = ing.get("itemCodeableConcept")

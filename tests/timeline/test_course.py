@@ -149,3 +149,21 @@ def test_a_stop_is_read_as_for_an_adverse_event_at_the_knowledge_interrupt_grade
     lowered = policies.model_copy(update={"other": policies.other.model_copy(update={"interrupt_grade": 2})})
     site = dataclasses.replace(kb, toxicity=kb.toxicity.model_copy(update={"policies": lowered}))
     assert reason(site, 2) == "adverse-event"
+
+
+def test_a_bsa_dose_raised_after_the_step_is_no_second_step(kb: Knowledge) -> None:
+    """Found by the property tests: an 8 kg child (BSA 0.42 m²) steps from 2.1 to 6.24 µg/day on day 8; on day 15
+    the bag is recalculated for a heavier weight (6.45 µg/day). Every one of those doses is under the 9 µg/day
+    pre-step cap, and the later increase was read as a second step needing premedication (a false critical)."""
+    week = dt.timedelta(days=7)
+    history = [blin_infusion("a", C1, C1 + week, ug_per_day=2.1),
+               blin_infusion("b", C1 + week, C1 + 2 * week, ug_per_day=6.24),
+               blin_infusion("c", C1 + 2 * week, None, ug_per_day=6.45)]
+    timeline = make_timeline(kb, now=C1 + 2 * week + dt.timedelta(days=1), hook="patient-view", resources=history)
+    assert timeline.positions["MedicationAdministration/b"].event == "step"
+    assert timeline.positions["MedicationAdministration/c"].event == "dose-change"
+    assert timeline.positions[CURRENT].event == "step" and timeline.positions[CURRENT].at == C1 + week
+    # an order raising it again later is no step either
+    p = position(kb, blin_order("o", 6.6, start=C1 + 2 * week + dt.timedelta(days=2)), *history,
+                 now=C1 + 2 * week + dt.timedelta(days=1))
+    assert p.event == "dose-change"

@@ -9,7 +9,13 @@ from __future__ import annotations
 import pytest
 
 from service.knowledge import Knowledge
-from service.timeline.dose import daily_dose, is_blinatumomab, parse_rate_unit, steroid_agent
+from service.timeline.dose import (
+    concentration_ug_per_ml,
+    daily_dose,
+    is_blinatumomab,
+    parse_rate_unit,
+    steroid_agent,
+)
 from tests.builders import RXNORM
 
 STEROID_NAMES = [
@@ -148,3 +154,17 @@ def test_rate_units_as_charted(kb: Knowledge, unit: str, per_day: float, per_hou
 @pytest.mark.parametrize("unit", ["{pill}", "mcg", "mL", "tab", "ug/dose"])
 def test_units_that_are_not_a_rate(kb: Knowledge, unit: str) -> None:
     assert parse_rate_unit(unit, kb) is None
+
+
+@pytest.mark.parametrize("unit", ["ug/0h", "ug/(0.h)", "mg/0.0d", "ug/m2/0d", "ug/" + "9" * 400 + "h"])
+def test_a_rate_over_zero_or_endless_time_is_no_rate(kb: Knowledge, unit: str) -> None:
+    """Found by the property tests: "ug/(0.h)" divided by zero (a 500 from the hook)."""
+    assert parse_rate_unit(unit, kb) is None
+    ratio = {"rateRatio": {"numerator": {"value": 28, "code": "ug"}, "denominator": {"value": 1, "code": "0h"}}}
+    assert daily_dose([ratio], kb=kb).problem == "unit-not-convertible"
+
+
+@pytest.mark.parametrize("ingredient", [5, True, "blinatumomab", {"strength": {}}])
+def test_a_medication_whose_ingredient_is_not_a_list_has_no_concentration(kb: Knowledge, ingredient: object) -> None:
+    """Found by the property tests: a non-list ``ingredient`` raised TypeError."""
+    assert concentration_ug_per_ml({"resourceType": "Medication", "ingredient": ingredient}, kb) is None

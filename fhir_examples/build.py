@@ -1389,9 +1389,10 @@ def all_examples() -> tuple[Example, ...]:
     The corpus lives in its own modules (``charting_*.py``), which build on the chart builder of this one; they are
     imported here, when the examples are written, so this file stays importable on its own.
     """
-    from fhir_examples import charting_dosing, charting_toxicity
+    from fhir_examples import charting_dosing, charting_toxicity, charting_vendor
 
-    return EXAMPLES + tuple(charting_dosing.EXAMPLES) + tuple(charting_toxicity.EXAMPLES)
+    return (EXAMPLES + tuple(charting_dosing.EXAMPLES) + tuple(charting_toxicity.EXAMPLES)
+            + tuple(charting_vendor.EXAMPLES))
 
 
 # ====================================================================== output
@@ -1413,7 +1414,8 @@ def _codes_of(r: Mapping[str, Any]) -> set[str]:
     return {str(c.get("code")) for c in (r.get("code") or {}).get("coding", ())}
 
 
-def _searchset(resources: Sequence[Mapping[str, Any]], url: str) -> dict[str, Any] | None:
+def _searchset(resources: Sequence[Mapping[str, Any]], url: str,
+               included: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any] | None:
     """A searchset Bundle as a FHIR server returns it; ``None`` (prefetch null) when nothing matched."""
     if not resources:
         return None
@@ -1423,8 +1425,22 @@ def _searchset(resources: Sequence[Mapping[str, Any]], url: str) -> dict[str, An
         "total": len(resources),
         "link": [{"relation": "self", "url": f"{EHR_BASE}/{url}"}],
         "entry": [{"fullUrl": f"{EHR_BASE}/{r['resourceType']}/{r['id']}", "resource": dict(r),
-                   "search": {"mode": "match"}} for r in resources],
+                   "search": {"mode": mode}}
+                  for rs, mode in ((resources, "match"), (included, "include")) for r in rs],
     }
+
+
+def _medications_named(resources: Sequence[Mapping[str, Any]],
+                       medications: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The stored Medications that ``resources`` name by ``Medication/<id>`` (what ``_include`` of the medication
+    adds to a search), each once, in the order first named."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for r in resources:
+        ref = (r.get("medicationReference") or {}).get("reference", "")
+        mid = ref.removeprefix("Medication/") if ref.startswith("Medication/") else None
+        if mid in medications and mid not in out:
+            out[mid] = medications[mid]
+    return list(out.values())
 
 
 def prefetch_for(pid: str, resources: Sequence[Mapping[str, Any]], templates: Mapping[str, str]) -> dict[str, Any]:
@@ -1438,11 +1454,16 @@ def prefetch_for(pid: str, resources: Sequence[Mapping[str, Any]], templates: Ma
     labs = {"1742-6", "1743-4", "1744-2", "77144-4", "76625-3", "1920-8", "30239-8", "88112-8", "1975-2", "14631-6",
             "77137-8"}
     patient = next(r for r in resources if r["resourceType"] == "Patient")
+    # Full prefetch: the EHR sends every order and administration with the Medications they name by reference
+    # (as ``_include`` of the medication would), each Medication once.
+    meds = {str(m["id"]): m for m in by_type.get("Medication", [])}
+    requests, administrations = by_type.get("MedicationRequest", []), by_type.get("MedicationAdministration", [])
+    req_meds = _medications_named(requests, meds)
+    ma_meds = [m for m in _medications_named(administrations, meds) if m not in req_meds]
     return {
         "patient": dict(patient),
-        "medicationRequests": _searchset(by_type.get("MedicationRequest", []), url["medicationRequests"]),
-        "medicationAdministrations": _searchset(by_type.get("MedicationAdministration", []),
-                                                url["medicationAdministrations"]),
+        "medicationRequests": _searchset(requests, url["medicationRequests"], req_meds),
+        "medicationAdministrations": _searchset(administrations, url["medicationAdministrations"], ma_meds),
         "bodySize": _searchset([o for o in obs if _codes_of(o) & body][:50], url["bodySize"]),
         "labs": _searchset([o for o in obs if _codes_of(o) & labs][:100], url["labs"]),
         "toxicityObservations": _searchset(obs[:200], url["toxicityObservations"]),

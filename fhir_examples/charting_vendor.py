@@ -139,10 +139,12 @@ def stored_medication(chart: Chart, med: dict[str, Any], t: dt.datetime) -> dict
 
 def oracle_bag(chart: Chart, local: str, hung: dt.datetime, *, bag_hours: int, ug_per_day: float, order: str,
                style: str, infuse_over: bool, status: str = "completed", reason: str | None = None,
-               note: str | None = None) -> None:
-    """One "Infuse" result: an instant, the volume infused (mL) at the pump rate (mL/h), the drug contained
-    (``style="contained"``) or referenced (``style="reference"``), optionally the infuse-over-time extension."""
-    rate = PUMP_ML_H[bag_hours]
+               note: str | None = None, rate: float | None = None) -> None:
+    """One "Infuse" result: an instant, the bag's volume (mL) and the pump rate (mL/h; the manufacturer's for the bag
+    unless ``rate`` says otherwise), the drug contained (``style="contained"``) or referenced
+    (``style="reference"``), optionally the infuse-over-time extension."""
+    volume = round(PUMP_ML_H[bag_hours] * bag_hours, 1)
+    rate = rate if rate is not None else PUMP_ML_H[bag_hours]
     med = bag_medication(f"blin-{ug_per_day:g}-{bag_hours}h", ug_per_day=ug_per_day, bag_hours=bag_hours)
     res: dict[str, Any] = {"resourceType": "MedicationAdministration", "id": chart.id(local), "status": status}
     if style == "contained":
@@ -158,7 +160,7 @@ def oracle_bag(chart: Chart, local: str, hung: dt.datetime, *, bag_hours: int, u
         "effectiveDateTime": central(hung),
         "request": {"reference": f"MedicationRequest/{chart.id(order)}"},
         "dosage": {"route": dict(ORACLE_IV),
-                   "dose": {"value": round(rate * bag_hours, 1), "unit": "milliliter (iso1000)", "system": UCUM,
+                   "dose": {"value": volume, "unit": "milliliter (iso1000)", "system": UCUM,
                             "code": "mL"},
                    "rateQuantity": {"value": rate, **ML_PER_H}},
     })
@@ -377,10 +379,11 @@ def _bags(late: dt.timedelta) -> list[tuple[str, dt.timedelta, int, float, str, 
     ]
 
 
-def oracle_course(*, late: dt.timedelta = 5 * MIN, dex_before_late: bool = False,
+def oracle_course(*, late: dt.timedelta = 5 * MIN, dex_before_late: bool = False, seven_day_rate: float | None = None,
                   extra: Build | None = None) -> Build:
     """The child's cycle 1 (R/R, BSA dosing) as Millennium charts it; ``late``: how long after the 7-day bag ran
-    out the C1D18 bag was hung (its infuse-over-time and volume ÷ rate both say when it ran out)."""
+    out the C1D18 bag was hung (its infuse-over-time and volume ÷ rate both say when it ran out);
+    ``seven_day_rate``: the 7-day bag charted at this pump rate (and without infuse-over-time)."""
     def build(chart: Chart) -> None:
         patient_of(OR_CHILD)(chart)
         t0 = OR_T0
@@ -415,8 +418,9 @@ def oracle_course(*, late: dt.timedelta = 5 * MIN, dex_before_late: bool = False
         oracle_dex(chart, "dex-d1", t0, mg=OR_DEX_MG)
         oracle_dex(chart, "dex-d8", step, mg=OR_DEX_MG)
         for local, offset, hours, ug, style, over, order in _bags(late):
+            wrong = seven_day_rate if hours == 168 else None
             oracle_bag(chart, local, t0 + offset, bag_hours=hours, ug_per_day=ug, order=order, style=style,
-                       infuse_over=over)
+                       infuse_over=over and wrong is None, rate=wrong)
         # C1D9: the bag's "Infuse" task charted not done (the patient was in MRI); hung on return.
         oracle_bag(chart, "bag5-nd", t0 + NOT_DONE_H * HOUR, bag_hours=48, ug_per_day=15, order="c1-order2",
                    style="contained", infuse_over=False, status="not-done",
@@ -498,8 +502,9 @@ EX_ORACLE_FAIL = Example(
     "Oracle Health pediatric course: overdose by reference, late bags, grade 3 as a Condition",
     "The Oracle Health-charted child of vendor-oracle (cycle 1, BSA 1.0 m², 15 µg/day since day 8). The next "
     "bag ordered with the drug named only by Medication/<id> at 30 mL/hr (45 µg/day, over the 28 µg/day maximum); "
-    "the day-18 bag hung 3 h 30 min after the 7-day bag ran out (a bag change), 4 h 20 min after it without "
-    "dexamethasone (a restart in the first cycle: a child needs 5 mg/m²), and 4 h 20 min after it with "
+    "the 7-day bag, whose strength lives in its referenced Medication, programmed at the 24-h bag's 10 mL/hr "
+    "(250 µg/day); the day-18 bag hung 3 h 30 min after the 7-day bag ran out (a bag change), 4 h 20 min after "
+    "it without dexamethasone (a restart in the first cycle: a child needs 5 mg/m²), and 4 h 20 min after it with "
     "dexamethasone 40 min before; tumour lysis syndrome grade 3 recorded only as Conditions.",
     [
         Call("overdose-ref-sign", "order-sign", OR_T0 + NOT_DONE_H * HOUR - HOUR,
@@ -514,6 +519,9 @@ EX_ORACLE_FAIL = Example(
         Call("late-260min-dex-view", "patient-view", at_bag("bag7", late=260 * MIN) + 2 * HOUR,
              "Day-18 bag hung 4 h 20 min late, dexamethasone 40 min before",
              oracle_course(late=260 * MIN, dex_before_late=True), expect=["therapy-status"], quiet=True),
+        Call("seven-day-at-24h-rate-view", "patient-view", at_bag("bag6") + 2 * HOUR,
+             "7-day bag (Medication/<id>) running at the 24-h bag's 10 mL/hr", oracle_course(seven_day_rate=10),
+             expect=["dose-limit", "therapy-status"]),
         Call("tls-condition-view", "patient-view", OR_T0 + 3 * DAY - 2 * HOUR,
              "Tumour lysis syndrome grade 3 as problem and diagnosis", oracle_course(extra=tls_conditions),
              expect=["adverse-event-interrupt", "therapy-status"]),

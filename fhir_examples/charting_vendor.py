@@ -425,6 +425,12 @@ def oracle_course(*, late: dt.timedelta = 5 * MIN, dex_before_late: bool = False
         oracle_bag(chart, "bag5-nd", t0 + NOT_DONE_H * HOUR, bag_hours=48, ug_per_day=15, order="c1-order2",
                    style="contained", infuse_over=False, status="not-done",
                    reason="Not Done: Change in Patient Status", note="Patient off unit for MRI; bag hung on return")
+        if late >= HOUR:
+            # The C1D18 "Infuse" task due when the 7-day bag ran out, charted not done: the bag was not ready.
+            ran_out = t0 + _bags(late)[5][1] + 168 * HOUR
+            oracle_bag(chart, "bag7-nd", ran_out, bag_hours=96, ug_per_day=15, order="c1-order3", style="contained",
+                       infuse_over=False, status="not-done", reason="Not Done: Medication Not Available",
+                       note="Bag not yet received from pharmacy")
         if dex_before_late:
             restart = t0 + _bags(late)[6][1]
             oracle_dex(chart, "dex-restart", restart, mg=OR_DEX_MG, minutes_before=40)
@@ -504,7 +510,8 @@ EX_ORACLE_FAIL = Example(
     "bag ordered with the drug named only by Medication/<id> at 30 mL/hr (45 µg/day, over the 28 µg/day maximum); "
     "the 7-day bag, whose strength lives in its referenced Medication, programmed at the 24-h bag's 10 mL/hr "
     "(250 µg/day); the day-18 bag hung 3 h 30 min after the 7-day bag ran out (a bag change), 4 h 20 min after "
-    "it without dexamethasone (a restart in the first cycle: a child needs 5 mg/m²), and 4 h 20 min after it with "
+    "it without dexamethasone (a restart in the first cycle: a child needs 5 mg/m²; the Infuse task due at the change "
+    "charted not done, medication not available), and 4 h 20 min after it with "
     "dexamethasone 40 min before; tumour lysis syndrome grade 3 recorded only as Conditions.",
     [
         Call("overdose-ref-sign", "order-sign", OR_T0 + NOT_DONE_H * HOUR - HOUR,
@@ -570,7 +577,8 @@ def epic_bag(chart: Chart, local: str, start: dt.datetime, end: dt.datetime, *, 
         "note": [{"text": "New Bag"}],
         "dosage": {"route": IV, "rateQuantity": rate},
     }, start, end=end)
-    # Rate Verify at 07:00 and 19:00 (EDT) while the bag runs: point records at the running rate.
+    # Rate Verify at 07:00 and 19:00 (EDT) while the bag runs: point records at the running rate, and the pump rate
+    # on the IV flowsheet row beside it.
     t = start.replace(minute=0) + HOUR
     while t < end:
         if t.astimezone(dt.timezone(dt.timedelta(hours=-4))).hour in (7, 19):
@@ -581,6 +589,10 @@ def epic_bag(chart: Chart, local: str, start: dt.datetime, end: dt.datetime, *, 
                 "request": {"reference": f"MedicationRequest/{chart.id(order)}"},
                 "dosage": {"route": IV, "rateQuantity": rate},
             }, t)
+            ml_h = PUMP_ML_H[hours]
+            chart.flowsheet(f"{local}-iv{t:%d%H}", t, "BLINCYTO infusion rate (mL/hr)", row_id="3040410",
+                            category=None, entered_after=20 * MIN,
+                            valueQuantity={"value": ml_h, "unit": "mL/hr", "system": UCUM, "code": "mL/h"})
         t += HOUR
 
 
@@ -656,7 +668,8 @@ EX_EPIC = Example(
     "70 kg adult, relapsed B-ALL, cycle 1 charted the way Epic sends it: each New Bag a MedicationAdministration "
     "with an effectivePeriod (open while it runs) and the drug as a Medication/<id> reference with a display, "
     "rates in 'mcg/24 hr' and, for the 7-day bag, 0.6 mL/hr whose strength lives in the referenced Medication; "
-    "Rate Verify point records at 07:00 and 19:00; BLINCYTO and Decadron orders by brand name, Decadron 20 mg IV "
+    "Rate Verify point records at 07:00 and 19:00 with the pump rate on the IV flowsheet row; BLINCYTO and "
+    "Decadron orders by brand name, Decadron 20 mg IV "
     "45 min before the start and the day-8 step; flowsheet rows with local FLO ids (ICE 10/10, 'No CRS', seizure "
     "checks in every negative shape) and a CRS grade 1. Every call quiet.",
     [

@@ -640,6 +640,8 @@ class Call:
     selections: Sequence[str] | None = None
     expect: Sequence[str] = ()
     quiet: bool = False
+    indicators: Mapping[str, str] = field(default_factory=dict)
+    """The indicator each expected rule's card must carry (``{"premed-missing": "critical"}``), where it matters."""
 
 
 @dataclass
@@ -1527,6 +1529,7 @@ def write_all(out: Path) -> list[Path]:
                 "bundle": f"{call.id}.bundle.json",
                 "expect_rule_ids": sorted(call.expect),
                 "quiet": call.quiet,
+                **({"expect_indicators": dict(sorted(call.indicators.items()))} if call.indicators else {}),
             })
         manifest = {
             "name": ex.name,

@@ -1071,6 +1071,46 @@ EX_WEIGHT_BAND = Example(
     ],
 )
 
+# ---------------------------------------------------------------- preservative (7-day) bag for an infant under 5.4 kg
+
+INFANT = Person("Sato", "Hana", "female", "2025-11-20", 4.8, 57)   # 2.4 months at C1D1; BSA 0.275 m²
+INF_DEX = ("dexamethasone", round(5 * INFANT.bsa, 1), 40.0)        # 5 mg/m² × 0.275 m² = 1.4 mg
+
+
+def infant_chart(c2_bag_hours: int) -> Callable[[Chart], None]:
+    """Cycle 1 in 24-h bags (preservative-free), then cycle 2 ordered as µg per bag of ``c2_bag_hours``."""
+    def build(chart: Chart) -> None:
+        patient_of(INFANT)(chart)
+        c2_dose = round(15 * INFANT.bsa, 1)
+
+        def per_bag(ug: float) -> dict[str, Any]:
+            return bag_dose(ug, c2_bag_hours)
+
+        add_course(chart, INFANT, [
+            Cycle(1, CH_C1, [(1, 5, per_m2), (8, round(15 * INFANT.bsa, 1), None)], INF_DEX, bsa_based=True,
+                  bag_plan=(24,)),
+            Cycle(2, CH_C2, [(1, c2_dose, per_bag)], None, bag_plan=(c2_bag_hours,), bsa_based=True),
+        ])
+    return build
+
+
+EX_PRESERVATIVE_BAG = Example(
+    "preservative-bag-weight",
+    "7-day bag (bacteriostatic saline with benzyl alcohol) for an infant under 5.4 kg",
+    "2-month-old, 4.8 kg / 57 cm (BSA 0.275 m²), R/R, correct BSA doses throughout. Cycle 1 ran in 24-h bags. "
+    "Cycle 2 is ordered as 28.7 µg per 7-day bag (4.1 µg/day): the label does not recommend preservative-containing "
+    "bags (72 h, 96 h, 7 days) below 5.4 kg (22 kg in the 2020 label), so the order and then the running bag get a "
+    "warning. The same cycle ordered in 48-h bags is quiet.",
+    [
+        Call("c2d1-7day-sign", "order-sign", CH_C2 - HOUR, "C2D1 ordered as 7-day bags", infant_chart(168),
+             drafts=["c2-order1"], expect=["preservative-bag-weight"]),
+        Call("c2d3-7day-view", "patient-view", CH_C2 + 2 * DAY + 4 * HOUR, "C2D3 with the 7-day bag running",
+             infant_chart(168), expect=["preservative-bag-weight", "therapy-status"]),
+        Call("c2d1-48h-sign", "order-sign", CH_C2 - HOUR, "C2D1 ordered as 48-h bags", infant_chart(48),
+             drafts=["c2-order1"], quiet=True),
+    ],
+)
+
 EX_UNVERIFIABLE = Example(
     "dose-unverifiable",
     "Dose cannot be verified",
@@ -1382,6 +1422,7 @@ EXAMPLES: tuple[Example, ...] = (
     EX_PREMED_MISSING, EX_PREMED_TIMING, EX_PREMED_DOSE, EX_DOSE_SCHEDULE, EX_DOSE_LIMIT, EX_WEIGHT_BAND,
     EX_UNVERIFIABLE, EX_HEPATIC, EX_LAB_UNEVALUABLE, EX_CRS, EX_NEURO, EX_SEIZURE, EX_AE, EX_GRADE_UNKNOWN,
     EX_RESTART, EX_CYCLE_NEW, EX_CYCLE_LIMIT, EX_TFI,
+    EX_PRESERVATIVE_BAG,
 )
 
 

@@ -45,6 +45,40 @@ class PreservativeBags(Provenance):
     durations_hours: tuple[PositiveFloat, ...]
     min_weight_kg: PositiveFloat
     legacy_min_weight_kg: PositiveFloat
+    text_patterns: tuple[str, ...] = ()
+    """Text naming the preservative ("Bacteriostatic 0.9% Sodium Chloride", "benzyl alcohol", "with preservative")."""
+    exclude_text_patterns: tuple[str, ...] = ()
+    """Negations that veto a text match ("preservative-free")."""
+    duration_text_patterns: tuple[str, ...] = ()
+    """A bag duration written in text, with named groups ``value`` and ``unit`` ("over 7 days", "96-h bag")."""
+
+    # Compiled once per load (set past pydantic's frozen __setattr__, as in toxicity.py).
+    text_res: ClassVar[tuple[re.Pattern[str], ...]]
+    exclude_res: ClassVar[tuple[re.Pattern[str], ...]]
+    duration_res: ClassVar[tuple[re.Pattern[str], ...]]
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> PreservativeBags:
+        compiled: dict[str, tuple[re.Pattern[str], ...]] = {}
+        for key in ("text_patterns", "exclude_text_patterns", "duration_text_patterns"):
+            try:
+                compiled[key] = tuple(re.compile(p, re.IGNORECASE) for p in getattr(self, key))
+            except re.error as exc:
+                raise ValueError(f"{key}: bad regular expression ({exc})") from None
+        for p in compiled["duration_text_patterns"]:
+            if not {"value", "unit"} <= set(p.groupindex):
+                raise ValueError(f"duration_text_patterns: {p.pattern!r} needs named groups value and unit")
+        object.__setattr__(self, "text_res", compiled["text_patterns"])
+        object.__setattr__(self, "exclude_res", compiled["exclude_text_patterns"])
+        object.__setattr__(self, "duration_res", compiled["duration_text_patterns"])
+        return self
+
+    def names_preservative(self, text: str) -> bool:
+        """The text says the bag holds the preservative, and no negation in it says otherwise."""
+        return any(p.search(text) for p in self.text_res) and not any(p.search(text) for p in self.exclude_res)
+
+    def is_preservative_duration(self, hours: float) -> bool:
+        return any(abs(hours - d) < 0.5 for d in self.durations_hours)
 
 
 class Units(Provenance):

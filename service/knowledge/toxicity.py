@@ -101,6 +101,15 @@ class OtherEvents(Provenance):
     exclude_text_patterns: tuple[str, ...] = ()
 
 
+class Conditions(Provenance):
+    """Which Conditions (problem list, encounter diagnoses) are toxicity records, and when one is over."""
+
+    exclude_text_patterns: tuple[str, ...] = ()
+    """A Condition whose text matches is never a toxicity record (history-of entries, the malignancy itself)."""
+    resolved_clinical_statuses: tuple[str, ...] = ()
+    """``clinicalStatus`` codes meaning the condition is over (with or without an abatement date)."""
+
+
 class Grades(Provenance):
     extension_urls: tuple[str, ...]
     """Extensions on AdverseEvent (or Observation/Condition) that carry the CTCAE grade."""
@@ -239,6 +248,7 @@ class Toxicity(Strict):
     grades: Grades
     concepts: Concepts
     other_events: OtherEvents
+    conditions: Conditions
     policies: Policies
     seizures: SeizurePolicy
     overdose: OverduePolicy
@@ -260,6 +270,7 @@ class Toxicity(Strict):
     grade_text_re: ClassVar[re.Pattern[str]]
     """``grades.text_pattern``, compiled as written (no flags)."""
     other_exclude_res: ClassVar[tuple[re.Pattern[str], ...]]
+    condition_exclude_res: ClassVar[tuple[re.Pattern[str], ...]]
     absent_res: ClassVar[tuple[re.Pattern[str], ...]]
     resolved_res: ClassVar[tuple[re.Pattern[str], ...]]
     not_assessed_res: ClassVar[tuple[re.Pattern[str], ...]]
@@ -290,6 +301,7 @@ class Toxicity(Strict):
         patterns += [(where, p) for where, group in lists.items() for p in group]
         patterns.append(("ice_score.value_pattern", self.ice_score.value_pattern))
         patterns += [("other_events.exclude_text_patterns", p) for p in self.other_events.exclude_text_patterns]
+        patterns += [("conditions.exclude_text_patterns", p) for p in self.conditions.exclude_text_patterns]
         for name, concept in self.concepts.items():
             patterns += [(f"concepts.{name}.text_patterns", p) for p in concept.text_patterns]
             patterns += [(f"concepts.{name}.exclude_text_patterns", p) for p in concept.exclude_text_patterns]
@@ -318,6 +330,7 @@ class Toxicity(Strict):
         object.__setattr__(self, "seizure_count_res", _compiled(self.seizure_counts.text_patterns))
         object.__setattr__(self, "unrelated_res", _any_of(self.attribution.unrelated_text_patterns))
         object.__setattr__(self, "other_exclude_res", _any_of(self.other_events.exclude_text_patterns))
+        object.__setattr__(self, "condition_exclude_res", _any_of(self.conditions.exclude_text_patterns))
         object.__setattr__(self, "grade_of_code", {(c.system, c.code): c.grade for c in self.grades.codings})
         return self
 

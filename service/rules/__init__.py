@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from service.knowledge import Knowledge
-from service.rules import course, dosing, labs, premedication, toxicity
+from service.rules import bags, course, dosing, labs, premedication, toxicity
 from service.rules.base import Finding, Rule
 from service.rules.medication import on_blinatumomab
 from service.timeline import Timeline
@@ -21,6 +21,7 @@ RULE_IDS: tuple[str, ...] = (
     "dose-schedule",
     "dose-limit",
     "dose-weight-band",
+    "preservative-bag-weight",
     "dose-unverifiable",
     "hepatic-interrupt",
     "lab-unevaluable",
@@ -40,7 +41,7 @@ RULE_IDS: tuple[str, ...] = (
 )
 
 FAMILIES: tuple[Rule, ...] = (
-    labs.evaluate, toxicity.evaluate, premedication.evaluate, dosing.evaluate, course.evaluate,
+    labs.evaluate, toxicity.evaluate, premedication.evaluate, dosing.evaluate, bags.evaluate, course.evaluate,
 )
 """Every rule family's ``evaluate``; each yields findings for the rule ids it owns."""
 

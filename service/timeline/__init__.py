@@ -13,6 +13,7 @@ from typing import Any
 from service.fhir.extract import bundle_resources, reference_id, relative_ref
 from service.knowledge import Knowledge
 from service.timeline.administrations import build_infusions, build_steroids
+from service.timeline.bags import build_bags
 from service.timeline.body import build_body
 from service.timeline.course import build_positions
 from service.timeline.dose import is_blinatumomab, medication_concept
@@ -92,6 +93,7 @@ def build_timeline(
         adverse_events=pool.get("AdverseEvent", []), administrations=administrations, medications=medications,
         medication_requests=stored_requests, kb=kb, now=now,
     )
+    bags = build_bags(orders, administrations, medications=medications, kb=kb)
     regimen = determine_regimen(orders, pool.get("Condition", []), kb=kb)
     positions = build_positions(
         orders, infusions, spec=kb.regimens.regimens[regimen.id], kb=kb, toxicities=toxicities, now=now,
@@ -108,6 +110,7 @@ def build_timeline(
         labs=labs,
         toxicities=toxicities,
         patient_ref=f"Patient/{patient_id}" if isinstance(patient_id, str) and patient_id else None,
+        bags=bags,
     )
 
 

@@ -205,6 +205,24 @@ class ToxicityRecord:
 
 
 @dataclass(frozen=True)
+class BagPreparation:
+    """How a blinatumomab order's or administration's bag is prepared, as far as the record says (``bags.py``)."""
+
+    ref: str
+    hours: float | None
+    """The bag's duration (24, 48, 72, 96, 168 h), when the record states one."""
+    preservative: bool
+    """Preservative-containing (bacteriostatic saline with benzyl alcohol): by its duration or by its text."""
+    evidence: Literal["timing", "infuse-over-time", "duration-text", "preservative-text"] | None = None
+    """What says so: the order's ``timing``, the MAR's infuse-over-time extension, a duration written in text
+    ("over 96 hr"), or text naming the preservative ("Bacteriostatic 0.9% Sodium Chloride")."""
+    evidence_text: str | None = None
+    """The chart text read, for the two text evidences."""
+    from_order: str | None = None
+    """An administration that says nothing itself: the order (``request``) whose bag it is."""
+
+
+@dataclass(frozen=True)
 class Timeline:
     """Everything the rules see for one hook call."""
 
@@ -223,6 +241,8 @@ class Timeline:
     toxicities: tuple[ToxicityRecord, ...] = ()
     patient_ref: str | None = None
     """``Patient/<id>`` from ``context.patientId``: the subject of the orders our suggestions create."""
+    bags: Mapping[str, BagPreparation] = field(default_factory=dict)
+    """Bag preparation of the blinatumomab orders and administrations, by ref (only those the record describes)."""
 
     @property
     def focus_orders(self) -> tuple[BlinOrder, ...]:

@@ -16,7 +16,11 @@ to assess") gives no record at all. A Condition's abatement is an ``absent`` rec
 (a resolution, never a second event). The phrasings and codes are ``toxicity.toml [findings]``.
 
 An Observation that is not CRS, neurological toxicity or a seizure is a toxicity record only when it says
-it is graded (``[graded_observations]``): a pain score of 4 or a lab value is never read as a grade.
+it is graded (``[graded_observations]``): a pain score of 4 or a lab value is never read as a grade. The same
+holds for a Condition (``[conditions]``; Oracle Health sends no AdverseEvent): a problem-list item or encounter
+diagnosis is an "other" adverse event only when it states a grade; history-of entries, the malignancy itself,
+refuted and entered-in-error entries never are. Records of one "other" event that share a coding are grouped
+under one name, so a problem and a diagnosis worded differently stay one event.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class _Reader:
         self.absent_codes = {(c.system, c.code) for c in findings.absent_codings}
         self.normal_codes = {(c.system, c.code) for c in findings.normal_interpretations}
         self.med_by_ref = {relative_ref(r): r for r in medication_resources if isinstance(r, Mapping)}
+        self.key_by_coding: dict[tuple[str, str], str] = {}
+        """(system, code) → the key of the "other" event first read with that coding."""
 
     # -------------------------------------------------------------- resources
 
@@ -149,14 +155,15 @@ class _Reader:
                 return
             kind = "other"
         label = _label(code) or (value_string or "")
+        name_key = self.other_key(code, label) if kind == "other" else self.name_key(label)
         if self._resolved(value_texts) or (
                 (grade is None or grade == 0) and self._negative(obs, value_cc, value_texts, code_texts)):
-            yield replace(base, kind=kind, grade=0, absent=True, label=label, name_key=self.name_key(label))
+            yield replace(base, kind=kind, grade=0, absent=True, label=label, name_key=name_key)
             return
         if grade is None:
             grade, from_text = self.text_grade([*code_texts, *_notes(obs)])
         yield replace(base, kind=kind, grade=grade, grade_from_text=from_text, label=label, grading_system=method,
-                      name_key=self.name_key(label), absent=grade == 0)
+                      name_key=name_key, absent=grade == 0)
 
     def _seizure_observation(self, obs: Mapping[str, Any], base: ToxicityRecord, code: Mapping[str, Any],
                              value_texts: Sequence[str]) -> Iterator[ToxicityRecord]:
@@ -175,47 +182,95 @@ class _Reader:
         yield replace(base, kind="seizure", label=label, count=count or 1)
 
     def condition(self, cond: Mapping[str, Any]) -> Iterator[ToxicityRecord]:
+        """A problem-list item or encounter diagnosis that records a toxicity (``toxicity.toml [conditions]``).
+
+        CRS, neurological toxicity and seizures are recognised by code or text; any other Condition is an adverse
+        event only when it states a grade (``_condition_grade``): an ungraded diagnosis never is. Refuted and
+        entered-in-error entries, history-of entries and the malignancy itself are never records.
+        """
         verification = {c.get("code") for c in codings(_concept(cond.get("verificationStatus")))}
         if verification & _IGNORED_STATUSES:
             return
         instant = _first_instant(cond.get("onsetDateTime"), _get(cond, "onsetPeriod", "start"),
                                  cond.get("recordedDate"))
         code = _concept(cond.get("code"))
+        code_texts = list(texts(code))
+        if instant is None or not code or _search_any(self.tox.condition_exclude_res, code_texts):
+            return
         kind = self.kind_of(code, _GRADED_KINDS)
-        if kind is None or instant is None:
+        if kind is None and _search_any(self.tox.other_exclude_res, code_texts):
             return
         at, date_only = instant
-        code_texts = list(texts(code))
         ref, label = relative_ref(cond), _label(code)
-        if _search_any(self.tox.absent_res, code_texts):
+        if kind is not None and _search_any(self.tox.absent_res, code_texts):
             yield ToxicityRecord(kind=kind, ref=ref, at=at, grade=0, absent=True, label=label, date_only=date_only)
             return
-        grade, from_text = (None, False) if kind == "seizure" else self.graded_code(code, kind)
-        if grade is None and kind != "seizure":
-            grade, from_text = self._stage_grade(cond)
-        if grade is None and kind != "seizure":
-            grade, from_text = self.extension_grade(cond), False
-        if grade is None and kind != "seizure":
-            grade, from_text = self.text_grade([*code_texts, *_notes(cond)])
-        yield ToxicityRecord(kind=kind, ref=ref, at=at, grade=grade, grade_from_text=from_text, label=label,
-                             date_only=date_only)
+        grade, from_text = (None, False)
+        if kind != "seizure":
+            grade, from_text = self._condition_grade(cond, code, kind or "other", notes=kind is not None)
+        if kind is None:
+            if grade is None:
+                return  # an ungraded diagnosis is not an adverse event
+            kind = "other"
         abated = _first_instant(cond.get("abatementDateTime"), _get(cond, "abatementPeriod", "end"),
                                 _get(cond, "abatementPeriod", "start"))
-        if abated is not None and abated[0] >= at:
+        if abated is not None and abated[0] < at:
+            # Onset unknown (only the date it was recorded), but over before then: the event ended at the abatement.
+            at, date_only = abated
+        common = ToxicityRecord(kind=kind, ref=ref, at=at, grade=None, label=label, date_only=date_only,
+                                name_key=self.other_key(code, label) if kind == "other" else "")
+        yield replace(common, grade=grade, grade_from_text=from_text)
+        if abated is None and self._clinically_over(cond):
+            abated = at, date_only  # resolved, date not charted: read as resolved at its onset
+        if abated is not None:
             # The abatement marks resolution, never another event (a resolved seizure is still one seizure).
-            yield ToxicityRecord(kind=kind, ref=ref, at=abated[0], grade=0, absent=True, label=label,
-                                 date_only=abated[1])
+            yield replace(common, at=abated[0], grade=0, absent=True, date_only=abated[1])
+
+    def _condition_grade(self, cond: Mapping[str, Any], code: Mapping[str, Any], kind: Kind, *,
+                         notes: bool) -> tuple[int | None, bool]:
+        """The grade a Condition states: its graded code (ICD-10-CM D89.833), ``stage.summary``, ``severity`` when
+        it holds a grade code or "grade N" (never mild/moderate/severe), the CTCAE grade extension, then "grade N"
+        in its code text (and notes, for CRS and neurotoxicity)."""
+        grade, from_text = self.graded_code(code, kind)
+        if grade is None:
+            grade, from_text = self._stage_grade(cond)
+        if grade is None:
+            grade, from_text = self._summary_grade(_concept(cond.get("severity")))
+        if grade is None:
+            grade, from_text = self.extension_grade(cond), False
+        if grade is None:
+            grade, from_text = self.text_grade([*texts(code), *(_notes(cond) if notes else ())])
+        return grade, from_text
+
+    def _clinically_over(self, cond: Mapping[str, Any]) -> bool:
+        statuses = {c.get("code") for c in codings(_concept(cond.get("clinicalStatus")))}
+        return bool(statuses & set(self.tox.conditions.resolved_clinical_statuses))
 
     def _stage_grade(self, cond: Mapping[str, Any]) -> tuple[int | None, bool]:
         for stage in cond.get("stage") or ():
-            summary = _concept(stage.get("summary")) if isinstance(stage, Mapping) else {}
-            grade = self.coded_grade(summary)
-            if grade is not None:
-                return grade, False
-            grade, from_text = self.text_grade(texts(summary))
-            if grade is not None:
-                return grade, from_text
+            if isinstance(stage, Mapping):
+                grade, from_text = self._summary_grade(_concept(stage.get("summary")))
+                if grade is not None:
+                    return grade, from_text
         return None, False
+
+    def _summary_grade(self, summary: Mapping[str, Any]) -> tuple[int | None, bool]:
+        """A grade code (CTCAE, NCIt) or "grade N" in a CodeableConcept (a stage summary or a severity)."""
+        grade = self.coded_grade(summary)
+        if grade is not None:
+            return grade, False
+        return self.text_grade(texts(summary))
+
+    def other_key(self, code: Mapping[str, Any], label: str) -> str:
+        """An "other" event's grouping key: its name without grade words, unless a record read before carried one
+        of its codings (a problem-list "Pancreatitis" and the encounter diagnosis "Acute pancreatitis" with the
+        same code are one event)."""
+        key = self.name_key(label)
+        pairs = [(str(c.get("system")), str(c.get("code"))) for c in codings(code) if c.get("code")]
+        known = next((self.key_by_coding[p] for p in pairs if p in self.key_by_coding), None)
+        for p in pairs:
+            self.key_by_coding.setdefault(p, known or key)
+        return known or key
 
     def adverse_event(self, event: Mapping[str, Any]) -> Iterator[ToxicityRecord]:
         if event.get("status") in _IGNORED_STATUSES or event.get("actuality") == "potential":
@@ -234,7 +289,8 @@ class _Reader:
         label = _label(code)
         attributed = self.attribution(event) if kind not in ("overdose", "flush") else None
         common = ToxicityRecord(kind=kind, ref=relative_ref(event), at=at, grade=None, label=label,
-                                date_only=date_only, attributed_elsewhere=attributed, name_key=self.name_key(label))
+                                date_only=date_only, attributed_elsewhere=attributed,
+                                name_key=self.other_key(code, label) if kind == "other" else self.name_key(label))
         if kind not in ("overdose", "flush") and _search_any(self.tox.absent_res, code_texts):
             yield replace(common, grade=0, absent=True)
             return

@@ -112,6 +112,8 @@ def test_serve_refuses_to_start_on_bad_knowledge(tmp_path: Path, monkeypatch: py
     ("premedication.toml", "suggest_dose_mg = 16", "suggest_dose_mg = 12", "suggests 12.0 mg dexamethasone",
      "requirements"),
     ("dosing.toml", "daily = ['daily']", "daily = ['dai(ly']", "bad pattern", "dose_text.daily"),
+    ("dosing.toml", "unended_bag_hours = 24", "unended_bag_hours = 30", "not in \\[bags\\]",
+     "running_infusion.unended_bag_hours"),
 ])
 def test_inconsistent_medication_knowledge_stops_start_up(
     tmp_path: Path, name: str, old: str, new: str, match: str, key: str,

@@ -104,6 +104,7 @@ _PER_WORD = re.compile(r"\s+per\s+", re.IGNORECASE)
 class RunningInfusion(Provenance):
     recent_stop_hours: PositiveFloat
     infuse_over_time_extensions: tuple[str, ...] = ()
+    unended_bag_hours: PositiveFloat
 
 
 @dataclass(frozen=True)
@@ -202,4 +203,7 @@ class Dosing(Strict):
         unknown = set(self.preservative_bags.durations_hours) - set(self.bags.durations_hours)
         if unknown:
             raise ValueError(f"preservative_bags.durations_hours: not in [bags]: {sorted(unknown)}")
+        if self.running_infusion.unended_bag_hours not in self.bags.durations_hours:
+            raise ValueError(f"running_infusion.unended_bag_hours: not in [bags]: "
+                             f"{self.running_infusion.unended_bag_hours:g}")
         return self

@@ -27,7 +27,7 @@ from service.rules.medication import (
     spec_of,
 )
 from service.rules.medication_phrases import worded
-from service.timeline.course import CURRENT, checked_infusions
+from service.timeline.course import CURRENT, checked_infusions, local_date
 from service.timeline.model import BlinOrder, CoursePosition, InfusionPeriod, Timeline
 
 
@@ -105,8 +105,8 @@ def treatment_free_interval(
     # names the cycle the record shows, so it never speaks of a cycle as if it were on record when it is not.
     previous = position.cycle - 1
     required = spec_of(timeline, kb).tfi_days(previous)
-    tz = position.at.tzinfo
-    gap_days = (position.at.astimezone(tz).date() - end.astimezone(tz).date()).days
+    end_date = local_date(end, position.at)  # each date in its own offset (a daylight-saving change moves none)
+    gap_days = (local_date(position.at, end) - end_date).days
     if required is None or gap_days >= required:
         return
     spec = spec_of(timeline, kb)
@@ -117,7 +117,7 @@ def treatment_free_interval(
         "previous_cycle_end": day(end),
         "gap_days": gap_days,
         "required_days": required,
-        "earliest_start": (end.astimezone(tz).date() + dt.timedelta(days=required)).isoformat(),
+        "earliest_start": (end_date + dt.timedelta(days=required)).isoformat(),
         "cycle_days": kb.regimens.cycle_rules.cycle_days,
         "previous_phase": spec.phases.of(previous) if spec.phases else None,
         "phase_ranges": {name: list(r) for name, r in spec.phases.ranges().items()} if spec.phases else {},
@@ -173,8 +173,7 @@ def _pause_facts(
                              "next_cycle_earliest": None, "cycle_days": kb.regimens.cycle_rules.cycle_days}
     if position is None or last is None or last.end is None or position.cycle_start is None:
         return facts
-    tz = last.end.tzinfo
-    off = (timeline.now.astimezone(tz).date() - last.end.astimezone(tz).date()).days
+    off = (local_date(timeline.now, last.end) - last.end.date()).days
     facts["off_days"] = off
     if position.day < kb.regimens.cycle_rules.cycle_days:
         facts["interval"] = "interruption"
@@ -183,7 +182,7 @@ def _pause_facts(
     required = spec.tfi_days(position.cycle)
     facts.update(interval="treatment-free", tfi_required_days=required, tfi_day=off)
     if required is not None and position.cycle < spec.max_cycles:
-        facts["next_cycle_earliest"] = (last.end.astimezone(tz).date() + dt.timedelta(days=required)).isoformat()
+        facts["next_cycle_earliest"] = (last.end.date() + dt.timedelta(days=required)).isoformat()
     return facts
 
 
@@ -206,7 +205,8 @@ def _next_premedication(
     spec = spec_of(timeline, kb)
     running = last is not None and last.end is None
     start_date = position.cycle_start.date()
-    lost_days = (timeline.now.astimezone(position.cycle_start.tzinfo).date() - start_date).days + 1 - position.day
+    today = local_date(timeline.now, last.start if last else position.cycle_start)
+    lost_days = (today - start_date).days + 1 - position.day
     offset = lost_days if running else 0
     ae = kb.regimens.ae_restart
     current = last.ug_per_day if last else None

@@ -82,7 +82,7 @@ def build_timeline(
         selections=[s for s in selections if isinstance(s, str)] if isinstance(selections, list) else None,
         medications=medications, body=body, kb=kb,
     )
-    infusions = build_infusions(administrations, medications=medications, body=body, kb=kb, now=now)
+    infusions = build_infusions(administrations, medications=medications, body=body, kb=kb, now=now, orders=orders)
     steroids = build_steroids(
         administrations, [*((r, True) for r in drafts), *((r, False) for r in stored_requests)],
         medications=medications, body=body, kb=kb,

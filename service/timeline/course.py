@@ -9,7 +9,8 @@ which wins) or from the administration history:
 - after a cycle reached its last day, the next infusion after an interruption starts a new cycle;
 - no history at all → cycle 1 day 1 (``source="default"``).
 
-Day 1 is the first infusion date of the cycle (calendar days in the timestamp's own offset), minus the
+Day 1 is the first infusion date of the cycle (calendar days in each timestamp's own offset, so a daylight-saving
+change moves no bag to another day; a ``Z`` time in the chart's latest local offset, if it has one), minus the
 whole days the infusion was interrupted. The event at a start is what premedication and dose rules key
 on: ``cycle-start``, ``step`` (a dose increase on the regimen's step cycle from its step day, R/R C1D8),
 ``re-escalation`` (a dose increase ≥ 7 days after an adverse-event restart), ``restart`` (after an interruption
@@ -56,10 +57,22 @@ class Segment:
     previous_cycle: int | None = None
 
 
-def day_of(t: dt.datetime, cycle_start: dt.datetime, lost_days: int) -> int:
-    """Cycle day of ``t``: calendar days since the cycle's first infusion date, less whole interrupted days."""
-    local = t.astimezone(cycle_start.tzinfo)
-    return 1 + (local.date() - cycle_start.date()).days - lost_days
+def local_date(t: dt.datetime, reference: dt.datetime) -> dt.date:
+    """The calendar date of ``t`` where it was charted: in its own offset when it carries a local one (so a
+    daylight-saving change, -06:00 → -05:00, moves no bag to another day); a UTC time (``Z``: Oracle Health, or the
+    request's ``now``) in ``reference``'s offset when that is a local one."""
+    utc = dt.timedelta(0)
+    if t.utcoffset() == utc and reference.utcoffset() != utc:
+        return t.astimezone(reference.tzinfo).date()
+    return t.date()
+
+
+def day_of(t: dt.datetime, cycle_start: dt.datetime, lost_days: int, *, reference: dt.datetime | None = None) -> int:
+    """Cycle day of ``t``: calendar days since the cycle's first infusion date, less whole interrupted days.
+    Each date is taken in its own offset (:func:`local_date`); a UTC ``t`` in ``reference``'s (the latest record's)
+    offset, else the cycle start's."""
+    start = local_date(cycle_start, t)
+    return 1 + (local_date(t, reference or cycle_start) - start).days - lost_days
 
 
 class CourseBuilder:
@@ -99,9 +112,8 @@ class CourseBuilder:
         gap = start - prev.end
         reason = prev_reason or self._toxicity_reason(prev.start, start)
         interruption = Interruption(stopped=prev.end, restarted=start, gap=gap, reason=reason)
-        prev_day = day_of(prev.end, prev.cycle_start, prev.lost_days)
-        gap_days = (start.astimezone(prev.cycle_start.tzinfo).date()
-                    - prev.end.astimezone(prev.cycle_start.tzinfo).date()).days
+        prev_day = day_of(prev.end, prev.cycle_start, prev.lost_days, reference=prev.start)
+        gap_days = (local_date(start, prev.end) - local_date(prev.end, start)).days
         tfi = self.spec.tfi_days(prev.cycle) or self.rules.new_cycle_gap_days
         completed = prev_day >= self.rules.cycle_days
         if (gap_days >= min(self.rules.new_cycle_gap_days, tfi) or gap > self.same_cycle_max
@@ -181,7 +193,7 @@ class CourseBuilder:
         prev = before[-1] if before else None
         seg = self.advance(prev, at, order.dose.ug_per_day, date_only=order.start_date_only,
                            prev_reason=stop_reasons.get(prev.start) if prev else None)
-        day = day_of(at, seg.cycle_start, seg.lost_days)
+        day = day_of(at, seg.cycle_start, seg.lost_days, reference=prev.start if prev else None)
         position = _position(seg, day=day, at=at, source="history" if prev else "default")
         if order.explicit_cycle is None or order.explicit_day is None:
             return position
@@ -204,7 +216,7 @@ class CourseBuilder:
         previous_cycle = seg.previous_cycle
         if day == 1 and seg.event != "cycle-start" and prev.end is not None and prev.end < at:
             prev_end = prev.end
-            complete = day_of(prev.end, prev.cycle_start, prev.lost_days) >= self.rules.cycle_days
+            complete = day_of(prev.end, prev.cycle_start, prev.lost_days, reference=prev.start) >= self.rules.cycle_days
             previous_cycle = prev.cycle
         return replace(
             position, cycle=cycle, day=day, source="order-text", event=event, derived_cycle=seg.cycle,
@@ -225,7 +237,7 @@ class CourseBuilder:
             trigger = s
             if s.event not in ("continuation", "dose-change"):
                 break
-        day = day_of(now if last.end is None else last.end, last.cycle_start, last.lost_days)
+        day = day_of(now if last.end is None else last.end, last.cycle_start, last.lost_days, reference=last.start)
         position = _position(trigger, day=day, at=trigger.start, source="history")
         return replace(position, cycle=last.cycle, ae_restart_at=last.ae_restart_at,
                        date_only=trigger.date_only or last.date_only)

@@ -1473,17 +1473,13 @@ def _searchset(resources: Sequence[Mapping[str, Any]], url: str,
     }
 
 
-def _medications_named(resources: Sequence[Mapping[str, Any]],
-                       medications: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The stored Medications that ``resources`` name by ``Medication/<id>`` (what ``_include`` of the medication
-    adds to a search), each once, in the order first named."""
-    out: dict[str, Mapping[str, Any]] = {}
-    for r in resources:
-        ref = (r.get("medicationReference") or {}).get("reference", "")
-        mid = ref.removeprefix("Medication/") if ref.startswith("Medication/") else None
-        if mid in medications and mid not in out:
-            out[mid] = medications[mid]
-    return list(out.values())
+def _medications_of(records: Sequence[Mapping[str, Any]], medications: Sequence[Mapping[str, Any]]
+                    ) -> list[Mapping[str, Any]]:
+    """The Medications the records point at (``medicationReference`` ``Medication/<id>``): what the medication keys'
+    ``_include=<type>:medication`` brings."""
+    wanted = {str(r["medicationReference"]["reference"]).rsplit("/", 1)[-1] for r in records
+              if str((r.get("medicationReference") or {}).get("reference", "#")).startswith("Medication/")}
+    return [m for m in medications if m["id"] in wanted]
 
 
 def prefetch_for(pid: str, resources: Sequence[Mapping[str, Any]], templates: Mapping[str, str]) -> dict[str, Any]:
@@ -1497,16 +1493,14 @@ def prefetch_for(pid: str, resources: Sequence[Mapping[str, Any]], templates: Ma
     labs = {"1742-6", "1743-4", "1744-2", "77144-4", "76625-3", "1920-8", "30239-8", "88112-8", "1975-2", "14631-6",
             "77137-8"}
     patient = next(r for r in resources if r["resourceType"] == "Patient")
-    # Full prefetch: the EHR sends every order and administration with the Medications they name by reference
-    # (as ``_include`` of the medication would), each Medication once.
-    meds = {str(m["id"]): m for m in by_type.get("Medication", [])}
-    requests, administrations = by_type.get("MedicationRequest", []), by_type.get("MedicationAdministration", [])
-    req_meds = _medications_named(requests, meds)
-    ma_meds = [m for m in _medications_named(administrations, meds) if m not in req_meds]
+    medications = by_type.get("Medication", [])
     return {
         "patient": dict(patient),
-        "medicationRequests": _searchset(requests, url["medicationRequests"], req_meds),
-        "medicationAdministrations": _searchset(administrations, url["medicationAdministrations"], ma_meds),
+        "medicationRequests": _searchset(by_type.get("MedicationRequest", []), url["medicationRequests"],
+                                         _medications_of(by_type.get("MedicationRequest", []), medications)),
+        "medicationAdministrations": _searchset(
+            by_type.get("MedicationAdministration", []), url["medicationAdministrations"],
+            _medications_of(by_type.get("MedicationAdministration", []), medications)),
         "bodySize": _searchset([o for o in obs if _codes_of(o) & body][:50], url["bodySize"]),
         "labs": _searchset([o for o in obs if _codes_of(o) & labs][:100], url["labs"]),
         "toxicityObservations": _searchset(obs[:200], url["toxicityObservations"]),

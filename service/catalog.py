@@ -3,8 +3,17 @@
 Discovery (``GET /cds-services``) is generated from this catalog, and so is the list of prefetch keys
 the pipeline resolves. Prefetch templates follow CDS Hooks 2.0 exactly: tokens are only root-level
 context fields (``{{context.patientId}}``), queries stay in the spec's subset (read; type search by
-reference and token with ``system|code``; ``_sort``; ``_count``), and searches are by patient and
-code wherever a rule looks at specific codes. Code lists come from ``codes.toml``.
+reference and token with ``system|code``; ``_sort``; ``_count``) but for one ``_include``, and searches are
+by patient and code wherever a rule looks at specific codes and the code sits on the resource searched.
+Code lists come from ``codes.toml``.
+
+Medication records are the exception. FHIR's ``code`` parameter of MedicationRequest and MedicationAdministration
+reads ``medicationCodeableConcept`` only, so a chart whose records point at a Medication (``Medication/<id>``,
+real-world-charting.md §1–2) would lose every one of them. So ``medicationRequests`` and
+``medicationAdministrations`` search by patient alone, filtered
+locally by the timeline, with ``_include=<type>:medication`` so the referenced Medications come in the same answer
+(``_include`` is outside the subset the spec recommends; a client or server that ignores it costs one read per
+needed Medication, ``service.fhir.prefetch``). ``_count=200`` keeps a long chart within the page cap.
 
 Toxicity records (CRS, ICANS, other adverse events) have no standard code: sites record them with
 local codes or only as text, so the ``toxicityObservations``, ``conditions`` and ``adverseEvents``
@@ -57,15 +66,24 @@ class CdsService:
         return entry
 
 
+_MEDICATION_PAGE = 200
+"""``_count`` of the medication searches: with ``BLINA_CDS_FHIR_MAX_PAGES`` (20) up to 4,000 orders or
+administrations are read before a 412 (they are unsorted: the record left unread could be the one that matters)."""
+
+
 def prefetch_templates(kb: Knowledge) -> dict[str, str]:
     """The prefetch templates every service advertises (the rules need all of them)."""
     codes = kb.codes
-    meds = codes.token_list("blinatumomab", "dexamethasone", "prednisone", "prednisolone", "methylprednisolone")
     patient = "{{context.patientId}}"
     return {
         "patient": f"Patient/{patient}",
-        "medicationRequests": f"MedicationRequest?patient={patient}&code={meds}",
-        "medicationAdministrations": f"MedicationAdministration?patient={patient}&code={meds}",
+        "medicationRequests": (
+            f"MedicationRequest?patient={patient}&_include=MedicationRequest:medication&_count={_MEDICATION_PAGE}"
+        ),
+        "medicationAdministrations": (
+            f"MedicationAdministration?patient={patient}&_include=MedicationAdministration:medication"
+            f"&_count={_MEDICATION_PAGE}"
+        ),
         "bodySize": (
             f"Observation?patient={patient}"
             f"&code={codes.token_list('body_weight', 'body_height', 'body_surface_area')}&_sort=-date&_count=50"

@@ -130,8 +130,8 @@ class PrefetchUnavailable(CdsServiceError):
     status_code = 412
     issue_code = "incomplete"
 
-    def __init__(self, message: str, *, prefetch_keys: list[str]) -> None:
-        super().__init__(message, expression=[f"prefetch.{k}" for k in prefetch_keys])
+    def __init__(self, message: str, *, prefetch_keys: list[str], expression: list[str] | None = None) -> None:
+        super().__init__(message, expression=expression or [f"prefetch.{k}" for k in prefetch_keys])
         self.prefetch_keys = prefetch_keys
 
 

@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 card_map=CardMap(ttl_s=settings.card_map_ttl_s),
                 fhir_timeout_s=settings.fhir_timeout_s,
                 fhir_max_pages=settings.fhir_max_pages,
+                fhir_max_medication_reads=settings.fhir_max_medication_reads,
                 issued=issued,
                 fhir_max_response_bytes=settings.fhir_max_response_bytes,
                 fhir_max_total_bytes=settings.fhir_max_total_bytes,

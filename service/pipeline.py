@@ -1,7 +1,8 @@
 """The spine of a hook call. Read this file first.
 
     POST /cds-services/{id}        (routes.py read the body; ``parse`` validates it)
-      1. prefetch.resolve()        prefetch first; fetch only missing keys from fhirServer; 412 if impossible
+      1. prefetch.resolve()        prefetch first; fetch only missing keys from fhirServer, then read the Medications
+                                   records name by reference that neither brought; 412 if impossible
       2. build_timeline()          normalise once: orders, infusions, steroids, labs with ULN, body size, toxicity
       3. rules.evaluate()          pure functions (timeline, knowledge) → findings; never text
       4. renderer.render()         findings + cards/<rule-id>.toml → spec-valid cards
@@ -37,7 +38,7 @@ from service.rules import evaluate
 from service.rules.base import Finding
 from service.schemas import Card, CdsResponse, HookRequest
 from service.store import IssuedCard
-from service.timeline import build_timeline, draft_resources, has_blinatumomab_draft
+from service.timeline import build_timeline, draft_resources, has_blinatumomab_draft, medications_to_read
 
 if TYPE_CHECKING:
     from service.auth import Caller
@@ -63,6 +64,7 @@ class Engine:
     """Records every card returned (card → service, rule, indicator, time) for override analytics."""
     fhir_max_response_bytes: int = 16 * 1024 * 1024
     fhir_max_total_bytes: int = 32 * 1024 * 1024
+    fhir_max_medication_reads: int = 50
     cpu: CpuPool | None = None
     """Workers for large calls; ``None`` evaluates everything on the event loop."""
 
@@ -91,6 +93,10 @@ class Pending:
     request: HookRequest
     needs: list[str]
     hook_instance: str | None = None
+    medications: dict[str, str] = field(default_factory=dict)
+    """Medications the prefetch names by reference but lacks (id → where named), to read."""
+    known_medications: list[str] = field(default_factory=list)
+    """Ids of the Medications the prefetch holds (no need to read them for a fetched record)."""
 
 
 async def call(service: CdsService, body: bytes, *, parse: Parse, caller: Caller, engine: Engine,
@@ -102,7 +108,8 @@ async def call(service: CdsService, body: bytes, *, parse: Parse, caller: Caller
     logs.hook_instance.set(first.hook_instance)
     if isinstance(first, Pending):
         templates = {key: service.prefetch[key] for key in first.needs}
-        fetched = await _resolve(templates, first.request, caller=caller, engine=engine)        # 1
+        fetched = await _resolve(templates, first.request, caller=caller, engine=engine,         # 1
+                                 to_read=_still_to_read(first, engine.kb))
         first = await engine.cpu.submit(_finish, service.id, body, parse, orjson.dumps(fetched.data),
                                         fetched.states, now)
     return await _answer(service, first, engine=engine, now=now)
@@ -117,7 +124,8 @@ async def run(service: CdsService, request: HookRequest, *, caller: Caller, engi
     ):
         return CdsResponse(cards=[])  # not a blinatumomab order: nothing to check, nothing to fetch
 
-    resolved = await _resolve(service.prefetch, request, caller=caller, engine=engine)   # 1
+    resolved = await _resolve(service.prefetch, request, caller=caller, engine=engine,   # 1
+                              to_read=lambda data: medications_to_read(context, data, engine.kb))
     payload = _payload(context, resolved.data) if engine.cpu is not None else None
     if engine.cpu is not None and payload is not None and len(payload) > engine.cpu.inline_max_bytes:
         evaluated = await engine.cpu.submit(_evaluate_payload, service.id, payload, resolved.states, now)
@@ -132,6 +140,8 @@ def evaluate_cards(ev: Evaluator, service: CdsService, context: Mapping[str, Any
     """Steps 2–4: timeline, rules, cards (most urgent first), each with its rule id and indicator."""
     def analyse(data: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any]) -> list[Finding]:
         timeline = build_timeline(hook=service.hook, context=context, data=data, kb=ev.kb, now=now)  # 2
+        if service.hook in ("order-sign", "order-select") and not timeline.focus_orders:
+            return []  # the draft named only by a Medication reference turned out not to be blinatumomab
         return evaluate(timeline, ev.kb, rule_ids=service.rule_ids)                                  # 3
 
     try:
@@ -146,7 +156,7 @@ def evaluate_cards(ev: Evaluator, service: CdsService, context: Mapping[str, Any
 
 
 async def _resolve(templates: Mapping[str, str], request: HookRequest, *, caller: Caller,
-                   engine: Engine) -> prefetch.Resolved:
+                   engine: Engine, to_read: prefetch.MedicationsToRead) -> prefetch.Resolved:
     return await prefetch.resolve(
         templates,
         request,
@@ -156,7 +166,20 @@ async def _resolve(templates: Mapping[str, str], request: HookRequest, *, caller
         max_pages=engine.fhir_max_pages,
         max_response_bytes=engine.fhir_max_response_bytes,
         max_total_bytes=engine.fhir_max_total_bytes,
+        medications_to_read=to_read,
+        max_medication_reads=engine.fhir_max_medication_reads,
     )
+
+
+def _still_to_read(pending: Pending, kb: Knowledge) -> prefetch.MedicationsToRead:
+    """For a large call: the Medications its prefetch lacked, less those the fetched keys brought, plus those the
+    fetched records name (less those the prefetch held)."""
+    def to_read(data: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, str]:
+        brought = {str(r.get("id")) for rs in data.values() for r in rs if r.get("resourceType") == "Medication"}
+        left = {i: w for i, w in pending.medications.items() if i not in brought}
+        return {**left, **medications_to_read(pending.request.context, data, kb,
+                                              known=[*pending.known_medications, *left])}
+    return to_read
 
 
 async def _answer(service: CdsService, evaluated: Evaluated, *, engine: Engine, now: dt.datetime) -> CdsResponse:
@@ -199,9 +222,12 @@ def _prepare(service_id: str, body: bytes, parse: Parse, now: dt.datetime) -> Ev
     ):
         return Evaluated([], hook_instance=hook_instance)
     resolved, missing, paged = prefetch.from_prefetch(service.prefetch, request)
-    if missing or paged:
+    to_read = medications_to_read(request.context, resolved.data, ev.kb)
+    if missing or paged or to_read:
+        known = sorted({str(r.get("id")) for rs in resolved.data.values() for r in rs
+                        if r.get("resourceType") == "Medication"})
         return Pending(request.model_copy(update={"prefetch": dict(paged)}), sorted(missing | set(paged)),
-                       hook_instance=hook_instance)
+                       hook_instance=hook_instance, medications=dict(to_read), known_medications=known)
     return Evaluated(evaluate_cards(ev, service, request.context, resolved.data, now=now), resolved.states,
                      hook_instance=hook_instance)
 

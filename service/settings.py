@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     """Bound on all FHIR fetches of one hook call together."""
     fhir_max_pages: int = Field(default=20, ge=1)
     """Pages read per prefetch key. Past it, a search sorted newest first keeps its newest pages; others → 412."""
+    fhir_max_medication_reads: int = Field(default=50, ge=0)
+    """Medications read one by one per hook call (named by ``Medication/<id>``, neither prefetched nor contained:
+    a draft's drug, or a server that ignores ``_include``); more → 412 (the one left unread could be blinatumomab)."""
 
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     """Largest hook or feedback body accepted (prefetch Bundles can be large; a body past this is a 413)."""

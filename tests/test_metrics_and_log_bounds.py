@@ -30,7 +30,7 @@ FIXED = {
     "indicator": {"info", "warning", "critical"},
     "state": {"prefetched", "null", "fetched", "paged"},
     "resource_type": {"Patient", "MedicationRequest", "MedicationAdministration", "Observation", "Condition",
-                      "AdverseEvent"},
+                      "AdverseEvent", "Medication"},  # Medication: the reads of Medications named by reference
 }
 
 def _series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:

@@ -73,6 +73,9 @@ async def test_prefetch_templates_are_valid_cds_hooks_2_0(client: httpx.AsyncCli
             params = parse_qsl(query, keep_blank_values=True)
             for name, value in params:
                 assert ":" not in name, f"{key}: modifier {name} is outside the prefetch query subset"
+                if name == "_include":  # the one step outside the subset: a record's Medication, in the same answer
+                    assert value == f"{resource_type}:medication", (key, value)
+                    continue
                 assert name in _SEARCH_PARAMS, (key, name)
                 if name == "_sort":
                     assert value.lstrip("-") == "date"  # R4 syntax, not the spec example's sort:desc
@@ -81,8 +84,13 @@ async def test_prefetch_templates_are_valid_cds_hooks_2_0(client: httpx.AsyncCli
 
 async def test_prefetch_searches_by_code_where_rules_use_specific_codes(client: httpx.AsyncClient) -> None:
     prefetch = (await client.get("/cds-services")).json()["services"][0]["prefetch"]
-    assert "http://www.nlm.nih.gov/research/umls/rxnorm|1597258" in prefetch["medicationRequests"]
-    assert "http://www.nlm.nih.gov/research/umls/rxnorm|3264" in prefetch["medicationAdministrations"]
+    # FHIR's `code` on these searches reads medicationCodeableConcept only: a record that points at a Medication
+    # would be lost. They search by patient, with the referenced Medications included, and are filtered locally.
+    assert prefetch["medicationRequests"] == (
+        "MedicationRequest?patient={{context.patientId}}&_include=MedicationRequest:medication&_count=200")
+    assert prefetch["medicationAdministrations"] == (
+        "MedicationAdministration?patient={{context.patientId}}&_include=MedicationAdministration:medication"
+        "&_count=200")
     assert "http://loinc.org|1742-6" in prefetch["labs"] and "http://loinc.org|1975-2" in prefetch["labs"]
     assert "http://loinc.org|29463-7" in prefetch["bodySize"]
     # toxicity records carry local codes or only text: no code filter may drop them

@@ -18,13 +18,19 @@ absent                  "It is the CDS Service's responsibility … to programma
 
 When a key cannot be had (no ``fhirServer``, a FHIR error, timeout, a disallowed server) the whole
 call is a 412: "the service SHALL respond with an HTTP 412 Precondition Failed status code".
+
+Then the Medications: records that name their drug by ``Medication/<id>`` bring it through the medication keys'
+``_include``; one still missing (a server that ignores ``_include``, a draft order's Medication, which no template
+can reach) and needed (``medications_to_read``, from the timeline) is read from ``fhirServer`` — all concurrently,
+in the same deadline and byte budget, at most ``max_medication_reads`` (more, or no ``fhirServer`` to read them
+from: 412). A read answered 404 is "no such Medication": the record stays unidentified by it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -45,6 +51,14 @@ _USER_TOKENS = {
     "userPatientId": "Patient",
     "userRelatedPersonId": "RelatedPerson",
 }
+
+
+MEDICATIONS = "medications"
+"""The data key of the Medications read one by one (not a prefetch key: no template can name a draft's drug)."""
+
+MedicationsToRead = Callable[[Mapping[str, Resources]], Mapping[str, str]]
+"""Given the data of every key, the Medication ids still to read, each with where it was named (``prefetch.<key>``
+or ``context.draftOrders``, for a 412's OperationOutcome)."""
 
 
 @dataclass
@@ -172,20 +186,29 @@ async def resolve(
     max_pages: int,
     max_response_bytes: int,
     max_total_bytes: int,
+    medications_to_read: MedicationsToRead | None = None,
+    max_medication_reads: int = 0,
 ) -> Resolved:
-    """Resources for every advertised key: prefetched where usable, fetched concurrently otherwise.
+    """Resources for every advertised key: prefetched where usable, fetched concurrently otherwise; then the
+    Medications ``medications_to_read`` names, read concurrently (under :data:`MEDICATIONS`).
 
     ``allowed_servers`` are the FHIR base URLs the caller's issuer may send (``None``: any — auth off).
     """
     resolved, missing, paged = from_prefetch(templates, request)
-    if not missing and not paged:
+    needs = sorted(missing | set(paged))
+    to_read = medications_to_read(resolved.data) if medications_to_read is not None and not needs else {}
+    if not needs and not to_read:
         return resolved
 
-    needs = sorted(missing | set(paged))
-    client = _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=needs,
-                         max_response_bytes=max_response_bytes, max_total_bytes=max_total_bytes)
+    def client_for(keys: list[str], *, expression: list[str] | None = None) -> FhirClient:
+        return _client_for(request, http=http, allowed_servers=allowed_servers, max_pages=max_pages, keys=keys,
+                           max_response_bytes=max_response_bytes, max_total_bytes=max_total_bytes,
+                           expression=expression)
+
+    client = client_for(needs) if needs else None
 
     async def fetch(key: str) -> tuple[str, Resources]:
+        assert client is not None
         template = templates[key]
         newest_first = "_sort=-date" in template
         try:
@@ -204,20 +227,50 @@ async def resolve(
                 f"Could not obtain {exc.resource_type} data from fhirServer: {exc.reason}", prefetch_keys=[key]
             ) from None
 
-    # A TaskGroup: the first failure cancels the other fetches, so nothing keeps running after the 412.
+    async def read(medication_id: str, where: str) -> Resources:
+        assert client is not None
+        try:
+            return _checked_read(await client.read(f"Medication/{medication_id}"), template="Medication/{id}",
+                                 key=MEDICATIONS, expression=[where])
+        except FhirFetchError as exc:
+            raise PrefetchUnavailable(f"Could not read a Medication from fhirServer: {exc.reason}",
+                                      prefetch_keys=_keys_of([where]), expression=[where]) from None
+
+    # TaskGroups: the first failure cancels the other fetches, so nothing keeps running after the 412.
     try:
-        async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as group:
-            tasks = [group.create_task(fetch(k)) for k in needs]
+        async with asyncio.timeout(timeout_s):
+            if needs:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(fetch(k)) for k in needs]
+                for key, resources in (t.result() for t in tasks):
+                    resolved.data[key] = resources
+                    resolved.states[key] = "paged" if key in paged else "fetched"
+                to_read = medications_to_read(resolved.data) if medications_to_read is not None else {}
+            if to_read:
+                where = sorted(set(to_read.values()))
+                if len(to_read) > max_medication_reads:
+                    raise PrefetchUnavailable(
+                        f"{len(to_read)} Medications named by reference are neither prefetched nor contained; more "
+                        f"than {max_medication_reads} to read (raise BLINA_CDS_FHIR_MAX_MEDICATION_READS)",
+                        prefetch_keys=_keys_of(where), expression=where)
+                client = client or client_for(_keys_of(where), expression=where)
+                async with asyncio.TaskGroup() as group:
+                    reads = [group.create_task(read(i, w)) for i, w in to_read.items()]
+                resolved.data[MEDICATIONS] = [m for t in reads for m in t.result()]
+                resolved.states[MEDICATIONS] = "fetched"
     except TimeoutError:
         raise PrefetchUnavailable(
-            f"FHIR server did not answer within {timeout_s:g} s", prefetch_keys=needs
+            f"FHIR server did not answer within {timeout_s:g} s", prefetch_keys=needs or _keys_of(to_read.values()),
+            expression=None if needs else sorted(set(to_read.values())),
         ) from None
     except BaseExceptionGroup as group_error:
         raise _first_failure(group_error) from None
-    for key, resources in (t.result() for t in tasks):
-        resolved.data[key] = resources
-        resolved.states[key] = "paged" if key in paged else "fetched"
     return resolved
+
+
+def _keys_of(where: Iterable[str]) -> list[str]:
+    """The prefetch keys among ``prefetch.<key>`` / ``context.draftOrders`` places."""
+    return sorted({w.removeprefix("prefetch.") for w in where if w.startswith("prefetch.")})
 
 
 def from_prefetch(
@@ -249,14 +302,16 @@ def from_prefetch(
     return resolved, missing, paged
 
 
-def _checked_read(resources: Resources, *, template: str, key: str) -> Resources:
+def _checked_read(resources: Resources, *, template: str, key: str, expression: list[str] | None = None
+                  ) -> Resources:
     """A read (``Patient/{id}``) answered with the resource type asked for, or the key is unavailable (412)."""
     wanted = _resource_type(template)
     for resource in resources:
         if resource.get("resourceType") != wanted:
             metrics.FHIR_FETCHES.labels(resource_type=wanted, outcome="wrong-type").inc()
             raise PrefetchUnavailable(f"fhirServer answered a read of {wanted} with another resource type",
-                                      prefetch_keys=[key])
+                                      prefetch_keys=[key] if expression is None else _keys_of(expression),
+                                      expression=expression)
     return resources
 
 
@@ -284,19 +339,24 @@ def _client_for(
     keys: list[str],
     max_response_bytes: int,
     max_total_bytes: int,
+    expression: list[str] | None = None,
 ) -> FhirClient:
     server = request.fhirServer
     if not server:
         raise PrefetchUnavailable(
-            "Required prefetch data is missing and the request names no fhirServer to fetch it from",
-            prefetch_keys=keys,
+            "Required prefetch data is missing and the request names no fhirServer to fetch it from"
+            if expression is None else
+            "A Medication named by reference is neither prefetched nor contained, and the request names no "
+            "fhirServer to read it from",
+            prefetch_keys=keys, expression=expression,
         )
     if allowed_servers is not None:
         # Fetch from the allow-listed entry itself, never from the string the request sent.
         matched = [s for s in allowed_servers if normalise_base(s) == normalise_base(server)]
         if not matched:
             raise PrefetchUnavailable(
-                "fhirServer is not a FHIR server this client's issuer is trusted to send", prefetch_keys=keys
+                "fhirServer is not a FHIR server this client's issuer is trusted to send", prefetch_keys=keys,
+                expression=expression,
             )
         server = matched[0]
     token = request.fhirAuthorization.access_token if request.fhirAuthorization else None

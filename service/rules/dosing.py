@@ -84,7 +84,8 @@ def dose_unverifiable(
     running: Iterable[tuple[Dosed, CoursePosition]] = (),
 ) -> Iterator[Finding]:
     """When the weight is missing, stale, unit-less or two weights a day apart straddle 45 kg; a < 45 kg
-    patient has no height and no BSA; the order's rate has no concentration, an unconvertible unit (``{pill}``)
+    patient has no height and no BSA; the order names its drug by a Medication that could not be had (only its
+    text says blinatumomab); the order's rate has no concentration, an unconvertible unit (``{pill}``)
     or no dose at all; the order's start or a time of the history is a bare date; the running infusion's rate
     cannot be turned into µg/day; or a steroid for a start that needs premedication is charted with a date only
     or a non-mass unit,
@@ -102,6 +103,8 @@ def dose_unverifiable(
         problems.append("height-missing")
     elif order.dose.ug_per_m2_per_day is not None and body.bsa_m2 is None:
         problems.append("bsa-missing")
+    if order.medication_unresolved:
+        problems.append("medication-unresolved")
     if order.dose.problem:
         problems.append(order.dose.problem)
     if order.start_date_only:
@@ -125,6 +128,7 @@ def dose_unverifiable(
         yield Finding("dose-unverifiable", "warning", {
             **facts, "problems": problems, "freshness_days": kb.dosing.freshness.weight_days,
             "running_display": next((s.dose.display for s, _ in running if s.dose.problem), None),
+            "medication_ref": order.medication_unresolved,
             "steroid_units": sorted({f"{e.agent} {e.dose_unit}" for e in unit_refs}),
             "steroid_dates": sorted({f"{e.agent} {e.time.date().isoformat()}" for e in dated if e.time}),
         }, about=order.ref)
@@ -275,6 +279,7 @@ def _facts(
         "text_day": None,
         "checked_position": "written" if position.source == "order-text" else "derived",
         "running_display": None,
+        "medication_ref": None,
         "steroid_units": [],
         "steroid_dates": [],
         "expected_ug_per_day": num(expected.ug_per_day) if expected else None,

@@ -132,6 +132,10 @@ UNVERIFIABLE: dict[str, tuple[str, str, str]] = {
                        "the BSA dose check (and the pediatric steroid dose)", "a height (or a BSA)"),
     "bsa-missing": ("per-m² order without a BSA", "the µg/m²/day order's conversion to µg/day and the maximum",
                     "a height and weight (or a BSA)"),
+    "medication-unresolved": ("the order's Medication could not be found (neither prefetched nor on the FHIR "
+                              "server); only the order's text names blinatumomab",
+                              "confirming the drug and reading the bag's strength",
+                              "the drug on the order (a coded Medication, contained or on the FHIR server)"),
     "rate-without-concentration": ("pump rate without a concentration", "every dose check of this order",
                                    "the dose in µg/day (UCUM ug/d), or the bag's concentration "
                                    "(Medication.ingredient.strength)"),
@@ -163,6 +167,8 @@ UNVERIFIABLE: dict[str, tuple[str, str, str]] = {
 
 
 def _problem_note(code: str, f: Facts) -> str | None:
+    if code == "medication-unresolved":
+        return str(f["medication_ref"])
     if code == "rate-without-concentration":
         return str(f["dose_display"])
     if code.startswith("infusion-") and f["running_display"] is not None:

@@ -7,7 +7,7 @@ the timeline. Sub-builders live beside this file, one per kind of record.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from service.fhir.extract import bundle_resources, reference_id, relative_ref
@@ -16,14 +16,14 @@ from service.timeline.administrations import build_infusions, build_steroids
 from service.timeline.bags import build_bags
 from service.timeline.body import build_body
 from service.timeline.course import build_positions
-from service.timeline.dose import is_blinatumomab, medication_concept
+from service.timeline.dose import is_blinatumomab, medication_concept, medication_reference_id, medication_to_read
 from service.timeline.labs import build_labs
 from service.timeline.model import HookName, Timeline
 from service.timeline.orders import build_orders
 from service.timeline.regimen import determine_regimen
 from service.timeline.toxicity import build_toxicities
 
-__all__ = ["Timeline", "build_timeline", "draft_resources", "has_blinatumomab_draft"]
+__all__ = ["Timeline", "build_timeline", "draft_resources", "has_blinatumomab_draft", "medications_to_read"]
 
 
 def draft_resources(context: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -33,10 +33,13 @@ def draft_resources(context: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def has_blinatumomab_draft(context: Mapping[str, Any], kb: Knowledge, *, selections_only: bool = False) -> bool:
-    """Whether a draft MedicationRequest is blinatumomab (no such draft → the order hooks return no cards).
+    """Whether a draft MedicationRequest is, or may be, blinatumomab (neither → the order hooks return no cards,
+    having fetched nothing).
 
-    With ``selections_only`` (order-select) only the drafts named in ``context.selections`` count:
-    "Decision support should focus on the 'selected' orders".
+    It may be when it names its drug only by ``Medication/<id>`` with no display: the Medication is looked up
+    (prefetch, else ``fhirServer``) and the timeline decides (:func:`service.pipeline.evaluate_cards`). With
+    ``selections_only`` (order-select) only the drafts named in ``context.selections`` count: "Decision support
+    should focus on the 'selected' orders".
     """
     selections = context.get("selections") if selections_only else None
     wanted = {s for s in selections if isinstance(s, str)} if isinstance(selections, list) else None
@@ -46,9 +49,43 @@ def has_blinatumomab_draft(context: Mapping[str, Any], kb: Knowledge, *, selecti
         if wanted is not None and relative_ref(resource) not in wanted:
             continue
         # The drug may be coded on the order, in a contained Medication, or only named by the reference.
-        if is_blinatumomab(medication_concept(resource, {}), kb):
+        concept = medication_concept(resource, {})
+        if is_blinatumomab(concept, kb) or (not concept and medication_reference_id(resource) is not None):
             return True
     return False
+
+
+def medications_to_read(
+    context: Mapping[str, Any], data: Mapping[str, Sequence[Mapping[str, Any]]], kb: Knowledge, *,
+    known: Collection[str] = (),
+) -> dict[str, str]:
+    """Medications to read from ``fhirServer`` (id → where the first record naming it came from: a prefetch key or
+    ``context.draftOrders``): those a draft, MedicationRequest or MedicationAdministration of this chart points at
+    that are in neither the data nor ``known`` (:func:`service.timeline.dose.medication_to_read` says which are
+    needed). Drafts first, then the other records in the order the data holds them."""
+    patient_id = context.get("patientId")
+    # Only these types matter: skip the rest (thousands of Observations) before pooling, on the event loop.
+    wanted = ("MedicationRequest", "MedicationAdministration", "Medication", "Bundle")
+    pools = {key: _pool({key: [r for r in resources if isinstance(r, Mapping) and r.get("resourceType") in wanted]},
+                        patient_id=patient_id) for key, resources in data.items()}
+    empty: Mapping[str, Any] = {}
+    medications = dict.fromkeys(known, empty)
+    medications.update((str(m.get("id")), m) for pool in pools.values() for m in pool.get("Medication", []))
+    sources = [("context.draftOrders", draft_resources(context))]
+    sources += [(f"prefetch.{key}", [r for rs in pool.values() for r in rs]) for key, pool in pools.items()]
+    out: dict[str, str] = {}
+    judged: set[tuple[str, Any]] = set()  # (id, display) already judged: a chart names few Medications many times
+    for where, resources in sources:
+        for resource in resources:
+            ref = resource.get("medicationReference")
+            seen = (str(ref.get("reference")), ref.get("display")) if isinstance(ref, Mapping) else None
+            if seen is None or seen in judged:
+                continue
+            judged.add(seen)
+            medication_id = medication_to_read(resource, medications, kb)
+            if medication_id is not None and medication_id not in out:
+                out[medication_id] = where
+    return out
 
 
 def build_timeline(

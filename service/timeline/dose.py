@@ -1,10 +1,13 @@
 """Medication identity and dose arithmetic shared by the order and administration builders.
 
 Blinatumomab arrives coded at ingredient or product level (SCD and SBD codings on one order are one
-drug), as a ``medicationReference`` to a contained Medication, or as text only; the kit's IV Solution
-Stabilizer is never the drug (``codes.toml`` excludes it by text). Doses arrive in half a dozen FHIR
-shapes; :func:`daily_dose` turns the first usable one into µg/day and says which it used, and refuses to
-guess when a pump rate in mL/h has no concentration.
+drug), as a ``medicationReference`` to a contained Medication (``#id``) or to a Medication resource
+(``Medication/<id>``: prefetched through the medication keys' ``_include``, else read from ``fhirServer``), or as
+text only; the kit's IV Solution Stabilizer is never the drug (``codes.toml`` excludes it by text). A Medication
+names the drug by its ``code`` (coding, display or text), or, when its code is empty, by its ingredients. Doses
+arrive in half a dozen FHIR shapes; :func:`daily_dose` turns the first usable one into µg/day and says which it
+used, and refuses to guess when a pump rate in mL/h has no concentration (the bag's concentration comes from the
+Medication's ``ingredient.strength`` or ``amount``: :func:`concentration_ug_per_ml`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.fhir.extract import concept_matches, reference_id
+from service.fhir.extract import concept_matches
 from service.knowledge import Knowledge
 from service.timeline.model import DailyDose
 
@@ -23,8 +26,15 @@ STEROIDS: tuple[str, ...] = ("dexamethasone", "methylprednisolone", "prednisolon
 
 _CYCLE_DAY = re.compile(r"\b(?:cycle\s*|c)(\d{1,2})\s*[,;/-]?\s*(?:day\s*|d)(\d{1,2})\b", re.IGNORECASE)
 _UNIT_SEPARATOR = re.compile(r"[/.]")
+_COUNT_UNIT = re.compile(r"1|\{[^}]*\}|bags?|ea|each")
+"""A Ratio denominator that counts products (UCUM ``1`` or an annotation such as ``{bag}``): "28 ug per 1 bag"."""
 _UNIT_TOKEN = re.compile(r"(\d+(?:\.\d+)?)?([a-z]\w*)?")
 """One part of a rate unit's denominator: an optional count and a name (``24``, ``h``, ``m2``)."""
+
+
+_MEDICATION_REF = re.compile(
+    r"^(?P<base>.*/)?Medication/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+"""``Medication/<id>``, absolute (``https://…/Medication/<id>``) or versioned (``…/_history/<v>``)."""
 
 
 def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -33,12 +43,48 @@ def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Ma
     if isinstance(concept, Mapping):
         return concept
     med = referenced_medication(resource, medications)
-    code = med.get("code") if med else None
-    if isinstance(code, Mapping):
+    code = _medication_code(med) if med else {}
+    if code:
         return code
     ref = resource.get("medicationReference")  # a reference we cannot resolve may still name the drug
     display = ref.get("display") if isinstance(ref, Mapping) else None
     return {"text": display} if isinstance(display, str) and display.strip() else {}
+
+
+def _medication_code(med: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Medication's ``code``; when it names nothing (no coding, no text), its ingredients' codings and texts
+    (``itemCodeableConcept``, or an ``itemReference``'s display) — a compounded bag is often coded only there."""
+    code = med.get("code")
+    if isinstance(code, Mapping) and (code.get("coding") or code.get("text")):
+        return code
+    merged: dict[str, Any] = {"coding": []}
+    for ing in med.get("ingredient") or ():
+        if not isinstance(ing, Mapping):
+            continue
+        item = ing.get("itemCodeableConcept")
+        if isinstance(item, Mapping):
+            merged["coding"].extend(c for c in item.get("coding") or () if isinstance(c, Mapping))
+            text = item.get("text")
+        else:
+            ref = ing.get("itemReference")
+            text = ref.get("display") if isinstance(ref, Mapping) else None
+        if isinstance(text, str) and text.strip():
+            merged["coding"].append({"display": text})
+    return merged if merged["coding"] else {}
+
+
+def medication_reference_id(resource: Mapping[str, Any], *, relative_only: bool = False) -> str | None:
+    """The id behind a ``medicationReference`` to a Medication resource (not a contained ``#id``); ``None`` for
+    anything else. With ``relative_only``, only ``Medication/<id>`` (what may be read from ``fhirServer``: an
+    absolute URL may name another server)."""
+    ref = resource.get("medicationReference")
+    target = ref.get("reference") if isinstance(ref, Mapping) else None
+    if not isinstance(target, str) or target.startswith("#"):
+        return None
+    m = _MEDICATION_REF.match(target.strip())
+    if m is None or (relative_only and m.group("base")):
+        return None
+    return m.group("id")
 
 
 def referenced_medication(
@@ -53,8 +99,39 @@ def referenced_medication(
         contained = resource.get("contained")
         return next((c for c in contained if isinstance(c, Mapping) and c.get("resourceType") == "Medication"
                      and c.get("id") == target[1:]), None) if isinstance(contained, list) else None
-    medication_id = reference_id(ref, "Medication")
+    medication_id = medication_reference_id(resource)
     return medications.get(medication_id) if medication_id is not None else None
+
+
+def medication_to_read(
+    resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]], kb: Knowledge
+) -> str | None:
+    """The id of the Medication a MedicationRequest/-Administration needs read from ``fhirServer``, if any.
+
+    Needed when the record points at ``Medication/<id>`` that is neither contained nor among ``medications``, and
+    the record does not name its drug otherwise (no code, no display) or names one the rules read (blinatumomab,
+    whose strength may live there, or a steroid). A record whose reference display names another drug is left
+    alone: reading every formulary item of a chart would cost a request each for nothing.
+    """
+    if resource.get("resourceType") not in ("MedicationRequest", "MedicationAdministration"):
+        return None
+    if isinstance(resource.get("medicationCodeableConcept"), Mapping):
+        return None
+    medication_id = medication_reference_id(resource, relative_only=True)
+    if medication_id is None or medication_id in medications:
+        return None
+    concept = medication_concept(resource, medications)
+    if concept and not is_blinatumomab(concept, kb) and steroid_agent(concept, kb) is None:
+        return None
+    return medication_id
+
+
+def named_in_order_text(mr: Mapping[str, Any], kb: Knowledge) -> bool:
+    """Whether a MedicationRequest's own words name blinatumomab (``dosageInstruction.text``, ``note``): used only
+    for a draft whose Medication cannot be resolved, to give it the "cannot verify" card rather than no answer."""
+    words = [d.get("text") for d in mr.get("dosageInstruction") or () if isinstance(d, Mapping)]
+    words += [n.get("text") for n in mr.get("note") or () if isinstance(n, Mapping)]
+    return any(is_blinatumomab({"text": w}, kb) for w in words if isinstance(w, str) and w.strip())
 
 
 def is_blinatumomab(concept: Mapping[str, Any], kb: Knowledge) -> bool:
@@ -296,26 +373,63 @@ def _per_day_timing(timing: Mapping[str, Any] | None, kb: Knowledge) -> float | 
 
 
 def concentration_ug_per_ml(medication: Mapping[str, Any] | None, kb: Knowledge) -> float | None:
-    """µg/mL from a Medication's blinatumomab ingredient ``strength`` (mass / volume), if stated."""
+    """µg/mL of a blinatumomab Medication, if stated: its blinatumomab ingredient's ``strength`` as mass / volume;
+    else that strength as mass per product (denominator a count: ``1 bag``) over the product's volume in
+    ``amount``; else ``amount`` itself as mass / volume. Never from the bag's name or a typical bag."""
     if not medication:
         return None
-    units = kb.dosing.units
+    package_ml = None
+    amount = medication.get("amount")
+    if isinstance(amount, Mapping):
+        ratio = _ratio(amount, kb)
+        if ratio is not None and ratio[1] == "volume":
+            return ratio[0]
+        package_ml = ratio[0] if ratio is not None and ratio[1] == "package-volume" else None
     for ing in medication.get("ingredient") or ():
         if not isinstance(ing, Mapping):
             continue
         item = ing.get("itemCodeableConcept")
         if isinstance(item, Mapping) and item and not is_blinatumomab(item, kb):
             continue
+        ref = ing.get("itemReference")
+        display = ref.get("display") if isinstance(ref, Mapping) else None
+        if isinstance(display, str) and display.strip() and not is_blinatumomab({"text": display}, kb):
+            continue
         strength = ing.get("strength")
-        if not isinstance(strength, Mapping):
+        ratio = _ratio(strength, kb) if isinstance(strength, Mapping) else None
+        if ratio is None:
             continue
-        num, den = strength.get("numerator"), strength.get("denominator")
-        nv, dv = _num(num), _num(den)
-        nu = quantity_unit(num) if isinstance(num, Mapping) else None
-        du = quantity_unit(den) if isinstance(den, Mapping) else None
-        if nv is None or not dv or not nu or not du:
-            continue
-        mass, vol = units.norm(nu), units.norm(du)
-        if mass in units.mass_to_ug and vol in ("ml", "l"):
-            return nv * units.mass_to_ug[mass] / (dv * (1000.0 if vol == "l" else 1.0))
+        if ratio[1] == "volume":
+            return ratio[0]
+        if ratio[1] == "per-package" and package_ml:
+            return ratio[0] / package_ml
+    return None
+
+
+def _ratio(ratio: Mapping[str, Any], kb: Knowledge) -> tuple[float, str] | None:
+    """A Ratio read as (µg/mL, ``volume``), (µg per product, ``per-package``: a count denominator such as ``1 bag``)
+    or (mL per product, ``package-volume``: ``amount`` = 240 mL / 1 bag); ``None`` for anything else."""
+    units = kb.dosing.units
+    num, den = ratio.get("numerator"), ratio.get("denominator")
+    nv = _num(num)
+    nu = quantity_unit(num) if isinstance(num, Mapping) else None
+    if nv is None or not nu:
+        return None
+    top = units.norm(nu)
+    if isinstance(den, Mapping):
+        dv, du = _num(den), quantity_unit(den)
+    else:  # FHIR allows a Ratio without a denominator only in theory; read it as "per 1 product"
+        dv, du = 1.0, None
+    if not dv:
+        return None
+    bottom = units.norm(du) if du else None
+    per_volume = {"ml": 1.0, "l": 1000.0}
+    if top in units.mass_to_ug and bottom in per_volume:
+        return nv * units.mass_to_ug[top] / (dv * per_volume[bottom]), "volume"
+    if bottom is not None and not _COUNT_UNIT.fullmatch(bottom):
+        return None  # per hour, per kg, per mL of something else…: not "per product"
+    if top in units.mass_to_ug:
+        return nv * units.mass_to_ug[top] / dv, "per-package"
+    if top in per_volume:
+        return nv * per_volume[top] / dv, "package-volume"
     return None

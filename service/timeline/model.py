@@ -62,6 +62,9 @@ class BlinOrder:
     """From "Cycle N Day D" / "CnDd" in ``dosageInstruction.text`` or ``note`` (wins over history)."""
     instantiates: tuple[str, ...] = ()
     bag_hours: float | None = None
+    medication_unresolved: str | None = None
+    """``Medication/<id>`` of a draft whose Medication could not be had (not prefetched, not on ``fhirServer``):
+    the drug is known only from the order's text, its strength not at all (dose-unverifiable names it)."""
 
 
 @dataclass(frozen=True)

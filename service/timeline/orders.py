@@ -21,6 +21,8 @@ from service.timeline.dose import (
     explicit_cycle_day,
     is_blinatumomab,
     medication_concept,
+    medication_reference_id,
+    named_in_order_text,
     referenced_medication,
 )
 from service.timeline.model import BlinOrder, BodySize, HookName
@@ -49,17 +51,34 @@ def build_orders(
             if ref in seen:
                 continue
             concept = medication_concept(mr, medications)
+            unresolved = None
             if not is_blinatumomab(concept, kb):
-                continue
+                unresolved = _unresolved_but_named(mr, concept, medications, kb) if draft else None
+                if unresolved is None:
+                    continue
             seen.add(ref)
             in_focus = draft and hook in ("order-sign", "order-select") and (wanted is None or ref in wanted)
-            out.append(_order(mr, draft=draft, in_focus=in_focus, medications=medications, basis=basis, kb=kb))
+            out.append(_order(mr, draft=draft, in_focus=in_focus, medications=medications, basis=basis, kb=kb,
+                              medication_unresolved=unresolved))
     return tuple(out)
+
+
+def _unresolved_but_named(
+    mr: Mapping[str, Any], concept: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]], kb: Knowledge
+) -> str | None:
+    """``Medication/<id>`` of a draft that names its drug only by a Medication that could not be had (not contained,
+    not prefetched, not on ``fhirServer``), when the order's own text names blinatumomab — a draft that must get
+    the "cannot verify" card, never an empty answer. A reference naming nothing, in words neither, is not taken for
+    blinatumomab (nothing says it is); a reference whose display names another drug is that drug."""
+    medication_id = medication_reference_id(mr)
+    if concept or medication_id is None or medication_id in medications or not named_in_order_text(mr, kb):
+        return None
+    return f"Medication/{medication_id}"
 
 
 def _order(
     mr: Mapping[str, Any], *, draft: bool, in_focus: bool, medications: Mapping[str, Mapping[str, Any]],
-    basis: BodyBasis, kb: Knowledge,
+    basis: BodyBasis, kb: Knowledge, medication_unresolved: str | None = None,
 ) -> BlinOrder:
     dosage = first_dosage(mr)
     timing = dosage.get("timing") if isinstance(dosage.get("timing"), Mapping) else None
@@ -90,6 +109,7 @@ def _order(
         explicit_day=explicit[1] if explicit else None,
         instantiates=tuple(c for c in canon if isinstance(c, str)) if isinstance(canon, list) else (),
         bag_hours=bag_hours(timing, kb),
+        medication_unresolved=medication_unresolved,
     )
 
 

@@ -160,7 +160,8 @@ async def _preview(request: Any, *, cards_dir: Path | None,
                                  trust_env=False) as http:
         engine = pipeline.Engine(kb=kb, catalog=catalog, renderer=renderer, http=http,
                                  card_map=CardMap(ttl_s=settings.card_map_ttl_s),
-                                 fhir_timeout_s=settings.fhir_timeout_s, fhir_max_pages=settings.fhir_max_pages)
+                                 fhir_timeout_s=settings.fhir_timeout_s, fhir_max_pages=settings.fhir_max_pages,
+                                 fhir_max_medication_reads=settings.fhir_max_medication_reads)
         response = await pipeline.run(service, body, caller=AUTH_OFF_CALLER, engine=engine,
                                       now=dt.datetime.now(dt.UTC))
     files = {}

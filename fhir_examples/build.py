@@ -640,6 +640,8 @@ class Call:
     selections: Sequence[str] | None = None
     expect: Sequence[str] = ()
     quiet: bool = False
+    indicators: Mapping[str, str] = field(default_factory=dict)
+    """The indicator each expected rule's card must carry (``{"premed-missing": "critical"}``), where it matters."""
 
 
 @dataclass
@@ -1430,9 +1432,10 @@ def all_examples() -> tuple[Example, ...]:
     The corpus lives in its own modules (``charting_*.py``), which build on the chart builder of this one; they are
     imported here, when the examples are written, so this file stays importable on its own.
     """
-    from fhir_examples import charting_dosing, charting_toxicity
+    from fhir_examples import charting_dosing, charting_toxicity, charting_vendor
 
-    return EXAMPLES + tuple(charting_dosing.EXAMPLES) + tuple(charting_toxicity.EXAMPLES)
+    return (EXAMPLES + tuple(charting_dosing.EXAMPLES) + tuple(charting_toxicity.EXAMPLES)
+            + tuple(charting_vendor.EXAMPLES))
 
 
 # ====================================================================== output
@@ -1561,6 +1564,7 @@ def write_all(out: Path) -> list[Path]:
                 "bundle": f"{call.id}.bundle.json",
                 "expect_rule_ids": sorted(call.expect),
                 "quiet": call.quiet,
+                **({"expect_indicators": dict(sorted(call.indicators.items()))} if call.indicators else {}),
             })
         manifest = {
             "name": ex.name,

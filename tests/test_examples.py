@@ -114,6 +114,7 @@ def test_manifests_are_well_formed() -> None:
         examples.parse_instant(manifest["reference_instant"])
         for call in manifest["calls"]:
             assert call["expect_rule_ids"] == sorted(set(call["expect_rule_ids"]))
+            assert set(call.get("expect_indicators", {})) <= set(call["expect_rule_ids"])
             if call["quiet"]:
                 assert set(call["expect_rule_ids"]) <= INFO_RULES
             else:
@@ -267,6 +268,8 @@ def _check_manifest(call: Mapping[str, Any], cards: list[dict[str, Any]]) -> Non
         assert not _alerts(cards), f"quiet call gave {summary}"
     assert _alerts(cards) == expected - INFO_RULES, f"expected {sorted(expected)}, got {summary}"
     assert expected & INFO_RULES <= got_all, f"expected {sorted(expected & INFO_RULES)}, got {summary}"
+    for rule, indicator in call.get("expect_indicators", {}).items():
+        assert {c["indicator"] for c in cards if c["source"]["topic"]["code"] == rule} == {indicator}, summary
 
 
 async def _client_at(make_app: AppFactory, now: dt.datetime) -> httpx.AsyncClient:
@@ -313,8 +316,10 @@ async def _compare_paths(make_app: AppFactory, fhir_server: Any, name: str, call
     without["hookInstance"] = examples.request_for(name, call["id"], now=now)["hookInstance"]
     cards_fetched = await _post(client, call, without)
     cards_prefetched = await _post(client, call, with_prefetch)
-    fetched = sorted((c["source"]["topic"]["code"], c["indicator"]) for c in cards_fetched)
-    prefetched = sorted((c["source"]["topic"]["code"], c["indicator"]) for c in cards_prefetched)
+    # The summary too: the therapy-status card says what the chart showed (cycle, day, dose, running or not), so a
+    # fallback that lost records shows there even when no alarm changes.
+    fetched = sorted((c["source"]["topic"]["code"], c["indicator"], c["summary"]) for c in cards_fetched)
+    prefetched = sorted((c["source"]["topic"]["code"], c["indicator"], c["summary"]) for c in cards_prefetched)
     assert fetched == prefetched
     _check_manifest(call, cards_fetched)
 

@@ -25,6 +25,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,7 +202,7 @@ class Cluster:
                 replica.start()
             for replica in replicas.values():
                 replica.wait_ready()
-            nginx = stack.enter_context(_running_nginx(nginx_bin, workdir / "nginx", nginx_port,
+            nginx = stack.enter_context(running_nginx(nginx_bin, workdir / "nginx", nginx_port,
                                                        [r.address for r in replicas.values()]))
             yield cls(workdir=workdir, base=base, replicas=replicas, fhir=fhir, private_key=private_key,
                       kid=jwk["kid"], nginx=nginx, database_url=database_url)
@@ -230,7 +231,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def _running_nginx(binary: str, folder: Path, port: int, replicas: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+def running_nginx(binary: str, folder: Path, port: int, replicas: list[str], *,
+                  ready_path: str | None = "/healthz") -> Iterator[subprocess.Popen[bytes]]:
+    """nginx serving the filled site file on 127.0.0.1:``port``; ready when ``ready_path`` answers 200 through it
+    (``None``: when the port accepts connections, sending no request an upstream would see)."""
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (folder / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     (folder / "blina-cds.conf").write_text(render_site(listen=f"127.0.0.1:{port}", replicas=replicas),
@@ -251,9 +255,13 @@ def _running_nginx(binary: str, folder: Path, port: int, replicas: list[str]) ->
             if process.poll() is not None:
                 raise RuntimeError(f"nginx exited with {process.returncode}: "
                                    f"{(folder / 'error.log').read_text(errors='replace')[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+            if ready_path is None:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
+            else:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
+                        break
             if time.monotonic() > deadline:
                 raise RuntimeError("nginx did not answer /healthz")
             time.sleep(0.1)

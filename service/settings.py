@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     realistic lab Observations is 8.4 MB as servers send it (compact JSON) and 14.7 MB pretty-printed."""
     fhir_max_total_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """All FHIR answers of one hook call together (every key, every page); past it → 412."""
+    fhir_keepalive_s: float = Field(default=4.0, gt=0)
+    """An idle connection to a FHIR server is closed after this, before the server's own keep-alive timeout (5 s in
+    uvicorn, Node and Apache), so a request is rarely sent on a connection the server is closing."""
     ca_bundle: Path | None = None
     """PEM file of extra CAs trusted for every outbound TLS call (FHIR servers, jku), beside the public ones."""
     cpu_pool: Literal["process", "thread"] = "process"

@@ -80,19 +80,25 @@ def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | N
         )
     service = LiveService(base=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"service exited with {process.returncode}:\n{service.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{service.base}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"service did not start:\n{service.log_tail()}")
-            time.sleep(0.1)
+        wait_healthy(process, service.base, timeout_s=30, log_tail=service.log_tail)
         yield service
     finally:
         stop_process(process)
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base: str, *, timeout_s: float,
+                 log_tail: Callable[[], str]) -> None:
+    """Until ``GET {base}/healthz`` answers 200; AssertionError (with the log's tail) if the process exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"{base}: the service exited with {process.returncode}:\n{log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{base}: the service did not answer /healthz within {timeout_s:g} s:\n{log_tail()}")
+        time.sleep(0.1)
 
 
 class Sampler:

@@ -38,6 +38,7 @@ import httpx
 
 from tests.fhir_server import FhirServer, free_port, running_sekmet
 from tests.jwt_tools import issuer_entry, issuers_file, make_es384_keypair
+from tests.live import wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX_SITE = REPO / "deploy" / "nginx" / "blina-cds.conf"
@@ -127,17 +128,8 @@ class Replica:
             )
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
         assert self.process is not None
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"replica {self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"replica {self.name} did not answer /healthz:\n{self.log_tail()}")
-            time.sleep(0.1)
+        wait_healthy(self.process, self.base, timeout_s=timeout_s, log_tail=self.log_tail)
 
     def kill(self) -> None:
         """SIGKILL to the replica's whole process group (server and CPU workers), then reap it."""

@@ -81,7 +81,7 @@ def test_replica_killed_under_load(cluster: Cluster, calibration: Calibration) -
 
 def test_soak_keeps_memory_and_descriptors_bounded(cluster: Cluster, calibration: Calibration) -> None:
     """0 errors at 70 % of the calibrated throughput; RSS and open fds of each replica do not grow per request."""
-    fig = asyncio.run(soak(cluster, SoakPlan(seconds=20, window_s=5, strict_flat=False),
+    fig = asyncio.run(soak(cluster, SoakPlan(seconds=15, window_s=5, strict_flat=False),
                            calibration.rate(SOAK_SHARE)))
     path = _artifact(fig, "soak", "soak, short")
     assert not fig.problems, f"{fig.problems}\n{path}:\n{fig.markdown()}"

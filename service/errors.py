@@ -23,6 +23,7 @@ OperationOutcome body by ``service.main`` (CDS Hooks 3.0 recommends OperationOut
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -41,6 +42,11 @@ class CdsServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.expression = expression or []
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (e.g. ``Retry-After``)."""
+        return {}
 
     def operation_outcome(self) -> dict[str, Any]:
         issue: dict[str, Any] = {
@@ -141,8 +147,13 @@ class StoreUnavailable(CdsServiceError):
     status_code = 503
     issue_code = "transient"
 
-    def __init__(self) -> None:
+    def __init__(self, *, retry_after_s: float) -> None:
         super().__init__("Feedback could not be stored; nothing was recorded, please retry")
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class EvaluationTimeout(CdsServiceError):

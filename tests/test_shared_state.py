@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine, text
 
 from service import examples, metrics
 from service.store import IssuedCard, IssuedCardWriter, SqlFeedbackStore, StorePurger, engine_url, open_store
@@ -319,3 +321,75 @@ async def store(shared_db: SharedDb) -> AsyncIterator[SqlFeedbackStore]:
     opened = open_store(shared_db.url)
     yield opened
     await opened.close()
+
+
+# ---------------------------------------------------------------- real servers: two workers, two replicas
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.parametrize("layout", ["sqlite-2-workers", postgres_param("postgres-2-replicas")])
+def test_real_servers_share_the_replay_cache_and_the_issued_cards(layout: str, tmp_path: Path,
+                                                                   keys: tuple[Any, dict[str, Any]]) -> None:
+    """``blina-cds serve``: two uvicorn workers on one SQLite file, or two servers on one PostgreSQL database.
+
+    Every request goes on a new connection, so the kernel (two workers) or the client (two replicas) spreads them.
+    Both sit behind one public URL, as behind a load balancer: a token's ``aud`` is valid on either.
+    """
+    from tests.live import live_service
+
+    public = "https://cds.example.org"
+    issuers = issuers_file(tmp_path, issuers=[issuer_entry(ISS, keys=[keys[1]])])
+    with contextlib.ExitStack() as stack:
+        if layout == "sqlite-2-workers":
+            database_url, instances = f"sqlite:///{tmp_path / 'workers.db'}", 1
+        else:
+            base = postgres_url()
+            if base is None:
+                pytest.fail(SKIP_REASON, pytrace=False)
+            database_url, instances = stack.enter_context(isolated_schema(base)), 2
+        bases = []
+        for _ in range(instances):
+            service = stack.enter_context(live_service(
+                tmp_path, start_timeout_s=180, BLINA_CDS_AUTH="jwt", BLINA_CDS_TRUSTED_ISSUERS_FILE=str(issuers),
+                BLINA_CDS_PUBLIC_BASE_URL=public, BLINA_CDS_DATABASE_URL=database_url,
+                BLINA_CDS_WORKERS="2" if instances == 1 else "1", BLINA_CDS_ISSUED_CARDS_FLUSH_S="0.05"))
+            if instances == 1:
+                assert len(_children(service.process.pid)) >= 2  # the two uvicorn workers
+            bases.append(service.base)
+
+        def call(i: int, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
+            with httpx.Client(timeout=30) as fresh:  # a new connection each time
+                return fresh.request(method, bases[i % len(bases)] + path,
+                                     headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+        def token_for(path: str) -> str:
+            private, jwk = keys
+            return sign(private, kid=jwk["kid"], iss=ISS, aud=public + path)
+
+        # One token, used once, then replayed ten times: refused every time, whichever process answers.
+        token = token_for(DISCOVERY)
+        assert [call(i, "GET", DISCOVERY, token).status_code for i in range(11)] == [200] + [401] * 10
+
+        # A card issued by one process and acknowledged (then retried) through the others: one row, with its rule.
+        answer = call(0, "POST", HOOK, token_for(HOOK), json=crs_request())
+        assert answer.status_code == 200, answer.text
+        crs = next(c for c in answer.json()["cards"] if c["source"]["topic"]["code"] == "crs-interrupt")
+        stored = [call(i, "POST", FEEDBACK, token_for(FEEDBACK), json=overridden(crs)) for i in range(1, 7)]
+        assert [r.status_code for r in stored] == [200] * 6
+        assert sum(r.json()["stored"] for r in stored) == 1
+        time.sleep(0.3)  # the issued-card record lands (BLINA_CDS_ISSUED_CARDS_FLUSH_S)
+        assert _rows(database_url, "SELECT card_uuid, rule_id FROM feedback") == [(crs["uuid"], "crs-interrupt")]
+        assert len(_rows(database_url, "SELECT key FROM jwt_replays")) == 1 + 1 + 6
+
+
+def _rows(database_url: str, query: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(engine_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(query))]
+    finally:
+        engine.dispose()

@@ -12,7 +12,8 @@ The tree::
       ├─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
       │                                  because it cannot access the FHIR server … SHALL respond with
       │                                  an HTTP 412 Precondition Failed status code."
-      ├─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged
+      ├─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged;
+      │                                  ``Retry-After`` (BLINA_CDS_STORE_RETRY_S)
       └─ EvaluationTimeout     → 503     a large call outran BLINA_CDS_CPU_DEADLINE_S, or its worker was lost
     KnowledgeError                       bad knowledge or card file; stops start-up, never a request
 

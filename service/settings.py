@@ -66,7 +66,7 @@ class Settings(BaseSettings):
 
     # --- analyst tools: issued-card record and override analytics (service/store.py, service/analytics.py)
     issued_cards_queue_max: int = Field(default=10_000, ge=1)
-    """Issued cards waiting to be written; when full (store unreachable) a hook call waits rather than lose one."""
+    """Issued cards waiting to be written; when full (store unreachable) further records are dropped and counted."""
     issued_cards_batch_max: int = Field(default=500, ge=1)
     """Issued cards written per transaction."""
     issued_cards_flush_s: float = Field(default=0.2, gt=0)

@@ -61,11 +61,12 @@ def _lower_open_file_limit(soft: int) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | None = None,
-                 **env: str) -> Iterator[LiveService]:
+                 start_timeout_s: float = 30.0, **env: str) -> Iterator[LiveService]:
     """``blina-cds serve`` (auth off, SQLite in ``tmp_path``) with extra ``BLINA_CDS_*`` settings; stopped after.
 
     ``open_files`` starts it with that soft open-file limit (as a default systemd or shell limit of 1,024 would);
-    ``port`` is for a caller that must know the URL before the start (a free one is chosen otherwise).
+    ``port`` is for a caller that must know the URL before the start (a free one is chosen otherwise);
+    ``start_timeout_s`` bounds the wait for ``/healthz`` (several workers each load and check every card file).
     """
     port = port or free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}
@@ -80,7 +81,7 @@ def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | N
         )
     service = LiveService(base=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        wait_healthy(process, service.base, timeout_s=30, log_tail=service.log_tail)
+        wait_healthy(process, service.base, timeout_s=start_timeout_s, log_tail=service.log_tail)
         yield service
     finally:
         stop_process(process)

@@ -31,6 +31,8 @@ FIXED = {
     "state": {"prefetched", "null", "fetched", "paged"},
     "resource_type": {"Patient", "MedicationRequest", "MedicationAdministration", "Observation", "Condition",
                       "AdverseEvent"},
+    "operation": {"jti", "issued_cards", "feedback", "purge"},
+    "table": {"issued_cards", "jwt_replays"},
 }
 
 def _series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:

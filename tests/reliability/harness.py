@@ -587,8 +587,8 @@ def resource_table(load: Load, *, window_s: float, rate_outcomes: bool = True) -
         stop = start + window_s
         within = [o for o in load.outcomes if start <= o.t < stop]
         hooks = [o.ms for o in _hooks(within) if o.ok]
-        cells = [f"{start:.0f}-{stop:.0f} s", str(len(within)), str(sum(not o.ok for o in within)),
-                 f"{percentile(hooks, 50):.0f} ms" if hooks else "-", f"{percentile(hooks, 99):.0f} ms" if hooks else "-"]
+        p50, p99 = (f"{percentile(hooks, q):.0f} ms" if hooks else "-" for q in (50, 99))
+        cells = [f"{start:.0f}-{stop:.0f} s", str(len(within)), str(sum(not o.ok for o in within)), p50, p99]
         for n in names:
             mine = [s for s in load.samples if s.replica == n and start <= s.t < stop]
             cells += [f"{mine[-1].rss_mb:.1f}" if mine else "-", str(mine[-1].fds) if mine else "-"]

@@ -95,30 +95,34 @@ def nginx_before(tmp_path: Path, a: str, b: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def test_a_hook_call_cut_off_mid_call_is_answered_by_the_other_replica(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", [HOOK, FEEDBACK], ids=["hook call", "feedback"])
+def test_a_post_cut_off_mid_call_is_not_sent_again(tmp_path: Path, path: str) -> None:
+    """Not a hook call either: the resent call would carry the same JWT, which the first replica has claimed."""
     with Replica("a", dies=True) as a, Replica("b", dies=False) as b, nginx_before(tmp_path, a.address,
                                                                                  b.address) as base:
-        responses = [httpx.post(base + HOOK, content=b"{}", headers=JSON, timeout=10) for _ in range(4)]
+        responses = [httpx.post(base + path, content=b"{}", headers=JSON, timeout=10) for _ in range(2)]
+    assert sorted(r.status_code for r in responses) == [200, 502]  # the EHR sees the 502 and decides
+    assert a.requests == [f"POST {path} HTTP/1.1"]
+    assert b.requests == [f"POST {path} HTTP/1.1"]  # only the call nginx sent b in the first place
+
+
+@pytest.mark.parametrize("path", [HOOK, FEEDBACK, "/cds-services"], ids=["hook call", "feedback", "discovery"])
+def test_a_call_that_reached_no_replica_goes_to_the_other(tmp_path: Path, path: str) -> None:
+    refused = f"127.0.0.1:{free_port()}"  # nothing listens: connection refused, the request was never sent
+    with Replica("b", dies=False) as b, nginx_before(tmp_path, refused, b.address) as base:
+        responses = [httpx.request("GET" if path == "/cds-services" else "POST", base + path,
+                                   content=None if path == "/cds-services" else b"{}", headers=JSON, timeout=10)
+                     for _ in range(4)]
     assert [r.status_code for r in responses] == [200] * 4
-    assert {r.json()["served_by"] for r in responses} == {"b"}
-    assert a.requests == [f"POST {HOOK} HTTP/1.1"]  # a received one call and died; nginx sent it to b
     assert len(b.requests) == 4
 
 
-def test_feedback_cut_off_mid_call_is_not_sent_again(tmp_path: Path) -> None:
+def test_a_get_cut_off_mid_call_is_answered_by_the_other_replica(tmp_path: Path) -> None:
     with Replica("a", dies=True) as a, Replica("b", dies=False) as b, nginx_before(tmp_path, a.address,
                                                                                  b.address) as base:
-        responses = [httpx.post(base + FEEDBACK, content=b"{}", headers=JSON, timeout=10) for _ in range(2)]
-    assert sorted(r.status_code for r in responses) == [200, 502]  # the EHR sees the 502 and decides
-    assert a.requests == [f"POST {FEEDBACK} HTTP/1.1"]
-    assert b.requests == [f"POST {FEEDBACK} HTTP/1.1"]  # only the feedback nginx sent b in the first place
-
-
-def test_feedback_that_reached_no_replica_goes_to_the_other(tmp_path: Path) -> None:
-    refused = f"127.0.0.1:{free_port()}"  # nothing listens: connection refused, the request was never sent
-    with Replica("b", dies=False) as b, nginx_before(tmp_path, refused, b.address) as base:
-        responses = [httpx.post(base + FEEDBACK, content=b"{}", headers=JSON, timeout=10) for _ in range(4)]
+        responses = [httpx.get(base + "/cds-services", timeout=10) for _ in range(4)]
     assert [r.status_code for r in responses] == [200] * 4
+    assert a.requests == ["GET /cds-services HTTP/1.1"]
     assert len(b.requests) == 4
 
 

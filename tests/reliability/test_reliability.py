@@ -77,10 +77,11 @@ def test_replica_killed_under_load(cluster: Cluster, calibration: Calibration) -
     path = _artifact(fig, "chaos", "chaos, short")
     assert not fig.problems, f"{fig.problems}\n{path}:\n{fig.markdown()}"
     assert not fig.replay_problems, f"{fig.replay_problems}\n{path}"
-    if fig.in_flight_problems:  # happens when a call is in flight on replica b at the kill (often, not always)
-        pytest.xfail(f"{fig.in_flight_problems}: the replay cache claims a jti when the token is checked, before the "
-                     "call is answered, so nginx's retry of a call cut off by the kill is refused as a replay; "
-                     "missing: claiming the jti when the answer is sent (service/auth/verifier.py)")
+    if fig.in_flight_problems:  # when a call happens to be in flight on replica b at the kill (often, not always)
+        pytest.xfail(f"{fig.in_flight_problems}: a call cut off by the kill cannot be resent by nginx, because the "
+                     "replay cache claims its jti when the token is checked, before the call is answered; missing: "
+                     "claiming the jti when the answer is sent (service/auth/verifier.py), then non_idempotent for "
+                     "hook calls in deploy/nginx/blina-cds.conf")
 
 
 def test_soak_keeps_memory_and_descriptors_bounded(cluster: Cluster, calibration: Calibration) -> None:

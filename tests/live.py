@@ -61,12 +61,13 @@ def _lower_open_file_limit(soft: int) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | None = None,
-                 start_timeout_s: float = 30.0, **env: str) -> Iterator[LiveService]:
+                 start_timeout_s: float = 120.0, **env: str) -> Iterator[LiveService]:
     """``blina-cds serve`` (auth off, SQLite in ``tmp_path``) with extra ``BLINA_CDS_*`` settings; stopped after.
 
     ``open_files`` starts it with that soft open-file limit (as a default systemd or shell limit of 1,024 would);
     ``port`` is for a caller that must know the URL before the start (a free one is chosen otherwise);
-    ``start_timeout_s`` bounds the wait for ``/healthz`` (several workers each load and check every card file).
+    ``start_timeout_s`` bounds the wait for ``/healthz``: start-up loads and checks every card file (13 s on a
+    loaded 2-core machine, twice with two workers), so a busy CI machine needs far more than the usual few seconds.
     """
     port = port or free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}

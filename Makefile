@@ -6,7 +6,7 @@ FHIR_VENV := .venv-fhir
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: install install-test run test test-fast lint bench fhir-server fhir-dev postgres chromium venv-support clean
+.PHONY: install install-test run test test-fast lint bench chaos soak nginx fhir-server fhir-dev postgres chromium venv-support clean
 
 # Debian ships `venv`/`ensurepip` apart from Python (python3.11-venv): a fresh machine cannot create a venv
 # without it. Install it when we can (CI runs as root), otherwise say what is missing.
@@ -62,6 +62,12 @@ postgres:
 	  echo "installing PostgreSQL from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-common >/dev/null; }
 
+## nginx: Debian's nginx for the reference deployment (deploy/nginx/blina-cds.conf) that make chaos/soak start
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  echo "installing nginx from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
+
 ## chromium: Debian's Chromium for the /preview browser tests (Playwright drives it; it never downloads a browser)
 chromium:
 	@test -x /usr/bin/chromium || { \
@@ -69,7 +75,7 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ## test: install what the tests need, lint, and run the whole suite (SQLite and PostgreSQL, real FHIR server)
-test: install-test fhir-server postgres chromium lint
+test: install-test fhir-server postgres nginx chromium lint
 	pg_virtualenv -t sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// $(PY) -m pytest $(PYTEST_ARGS)'
 
 ## test-fast: unit tests only (no FHIR server, no PostgreSQL, no browser)
@@ -79,6 +85,18 @@ test-fast: install-test
 ## bench: hook-call latency and throughput against a local server (exits 1 when a target is missed)
 bench: install-test
 	$(PY) -m tests.bench.hook_latency
+
+# The reliability runs: nginx, two replicas sharing a throw-away PostgreSQL, sekmet-fhir (tests/reliability/).
+SOAK_SECONDS ?= $(or $(BLINA_CDS_SOAK_SECONDS),600)
+RELIABILITY := pg_virtualenv -t sh -c 'BLINA_CDS_TEST_POSTGRES_URL=postgresql:// $(PY) -m tests.reliability.harness
+
+## chaos: mixed load through nginx while one replica is killed (SIGKILL) and restarted; figures to tests/reliability/RESULTS.md
+chaos: install-test fhir-server postgres nginx
+	$(RELIABILITY) chaos $(CHAOS_ARGS)'
+
+## soak: $(SOAK_SECONDS) s (default 600; `make soak SOAK_SECONDS=120`) at 70% of the calibrated throughput, per-minute figures
+soak: install-test fhir-server postgres nginx
+	$(RELIABILITY) soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)'
 
 ## lint: ruff and mypy --strict
 lint: install-test

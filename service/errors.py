@@ -12,7 +12,8 @@ The tree::
       ├─ PrefetchUnavailable   → 412     spec: "If the CDS Service is unable to obtain required data
       │                                  because it cannot access the FHIR server … SHALL respond with
       │                                  an HTTP 412 Precondition Failed status code."
-      ├─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged
+      ├─ StoreUnavailable      → 503     feedback could not be committed; nothing was acknowledged;
+      │                                  ``Retry-After`` (BLINA_CDS_STORE_RETRY_S)
       └─ EvaluationTimeout     → 503     a large call outran BLINA_CDS_CPU_DEADLINE_S, or its worker was lost
     KnowledgeError                       bad knowledge or card file; stops start-up, never a request
 
@@ -23,6 +24,7 @@ OperationOutcome body by ``service.main`` (CDS Hooks 3.0 recommends OperationOut
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -41,6 +43,11 @@ class CdsServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.expression = expression or []
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (e.g. ``Retry-After``)."""
+        return {}
 
     def operation_outcome(self) -> dict[str, Any]:
         issue: dict[str, Any] = {
@@ -141,8 +148,13 @@ class StoreUnavailable(CdsServiceError):
     status_code = 503
     issue_code = "transient"
 
-    def __init__(self) -> None:
+    def __init__(self, *, retry_after_s: float) -> None:
         super().__init__("Feedback could not be stored; nothing was recorded, please retry")
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class EvaluationTimeout(CdsServiceError):

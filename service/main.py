@@ -2,8 +2,8 @@
 
 Knowledge and card files are loaded and validated here, before the server accepts a request, so a
 bad file stops start-up with the file and key named. The lifespan opens what must be closed: the one
-``httpx.AsyncClient`` of the process, the feedback store, the issued-card writer and the worker pool for large
-calls (``service.offload``).
+``httpx.AsyncClient`` of the process, the store (feedback, issued cards, the JWT replay cache), the issued-card
+writer, the purge of expired rows and the worker pool for large calls (``service.offload``).
 
 Middleware, outermost first: CORS (so preflights pass without a token and every response — 4xx and
 5xx included — carries the CORS headers), then request logging/metrics, then a last-resort handler
@@ -39,7 +39,7 @@ from service.pipeline import Engine
 from service.preview import mount as mount_preview
 from service.routes import router
 from service.settings import Settings, get_settings
-from service.store import CardMap, IssuedCardWriter, open_store
+from service.store import CardMap, IssuedCardWriter, StorePurger, open_store
 from service.tools.cards_check import check_at_start_up
 
 log = logging.getLogger("blina_cds")
@@ -86,17 +86,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cpu = CpuPool(settings)
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.fhir_timeout_s),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                                keepalive_expiry=settings.fhir_keepalive_s),
             follow_redirects=False,
             trust_env=False,
             verify=tls,
         ) as http:
-            store = open_store(settings.database_url)
+            store = open_store(settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+                               connect_timeout_s=settings.database_connect_timeout_s)
             app.state.store = store
             issued = IssuedCardWriter(store, queue_max=settings.issued_cards_queue_max,
                                       batch_max=settings.issued_cards_batch_max,
                                       flush_interval_s=settings.issued_cards_flush_s)
             issued.start()
+            purger = StorePurger(store, issued_card_ttl_s=settings.issued_card_ttl_s,
+                                 interval_s=settings.store_purge_interval_s, batch=settings.store_purge_batch)
+            purger.start()
+            app.state.purger = purger
             app.state.analytics_limits = (settings.analytics_reasons_max, settings.analytics_comments_max)
             app.state.verifier = (
                 JwtVerifier(
@@ -105,6 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     leeway_s=settings.jwt_leeway_s,
                     jku_cache_ttl_s=settings.jku_cache_ttl_s,
                     max_lifetime_s=settings.jwt_max_lifetime_s,
+                    replays=store,  # the jti replay cache every worker and replica shares
+                    store_timeout_s=settings.store_timeout_s,
+                    store_retry_s=settings.store_retry_s,
                 )
                 if issuers is not None
                 else None
@@ -129,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 cpu.close()
+                await purger.close()
                 await issued.close()  # every issued card queued so far is written first
                 await store.close()
 
@@ -155,7 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not isinstance(exc, AuthError):  # the verifier already logged which JWT check failed
             log.info("request refused", extra={"status": exc.status_code, "reason": exc.message})
         return Response(
-            orjson.dumps(exc.operation_outcome()), status_code=exc.status_code, media_type="application/fhir+json"
+            orjson.dumps(exc.operation_outcome()), status_code=exc.status_code, media_type="application/fhir+json",
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -56,3 +56,20 @@ def observe_request(*, route: str, method: str, status: int, seconds: float) -> 
     label = method_label(method)
     REQUESTS.labels(route=route, method=label, status=status_class(status)).inc()
     LATENCY.labels(route=route, method=label).observe(seconds)
+
+
+# --- the shared store (service/store.py): degradations are counted, never silent -------------------------------
+STORE_FAILURES = Counter(
+    "blina_cds_store_failures_total",
+    "Store operations that failed (database unreachable or busy), by operation",
+    ["operation"],  # jti | issued_cards | feedback | purge
+)
+ISSUED_CARDS_DROPPED = Counter(
+    "blina_cds_issued_cards_dropped_total",
+    "Issued-card records dropped because the queue was full while the store was unreachable",
+)
+JTI_LOCAL_ONLY = Counter(
+    "blina_cds_jti_checked_locally_total",
+    "Tokens accepted on the in-process replay cache alone because the shared store was unavailable",
+)
+STORE_PURGED = Counter("blina_cds_store_purged_rows_total", "Expired rows removed, by table", ["table"])

@@ -76,9 +76,7 @@ HOOK_CALL = {"requestBody": _json_body(HookRequest), "responses": _answers(CdsRe
 FEEDBACK = {"requestBody": _json_body(FeedbackRequest),
             "responses": _answers(FeedbackResponse, 400, 401, 404, 413, 415, 503)}
 HEALTH = {"responses": {
-    "200": {"description": "Alive and able to store feedback",
-            "content": {"application/json": {"schema": _ref(Health)}}},
-    "503": {"description": "The feedback store is unreachable",
+    "200": {"description": "Alive and answering hook calls; `status` is `degraded` while the store is unreachable",
             "content": {"application/json": {"schema": _ref(Health)}}},
 }}
 LIVE = {"responses": {

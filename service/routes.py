@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import json
@@ -148,8 +149,9 @@ async def feedback(service_id: str, request: Request, caller: CallerDep, engine:
     try:
         stored = await store.save(records, received_at=now)  # committed before we answer
     except Exception:
+        metrics.STORE_FAILURES.labels(operation="feedback").inc()
         log.exception("feedback store failed", extra={"count": len(records)})
-        raise StoreUnavailable() from None
+        raise StoreUnavailable(retry_after_s=settings.store_retry_s) from None
     for r in records:
         metrics.FEEDBACK.labels(service=service.id, outcome=r.outcome).inc()
     return JSONResponse({"received": len(records), "stored": stored})
@@ -172,14 +174,19 @@ async def livez() -> JSONResponse:
 
 
 @router.get("/healthz", openapi_extra=openapi.HEALTH)
-async def healthz(store: StoreDep) -> JSONResponse:
-    """Alive and able to store feedback (a replica that cannot is taken out of rotation)."""
+async def healthz(store: StoreDep, request: Request) -> JSONResponse:
+    """Alive and answering hook calls: 200 even when the store is unreachable (``"status": "degraded"``).
+
+    Hook calls keep answering without the database, so a database outage must not take every replica out of
+    rotation (or make Kubernetes restart them); feedback meanwhile answers 503 with ``Retry-After``.
+    """
+    settings: Settings = request.app.state.settings
     try:
-        await store.ping()
+        await asyncio.wait_for(store.ping(), settings.store_timeout_s)
     except Exception:
-        log.exception("health check: feedback store unreachable")
-        return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        log.warning("health check: store unreachable; hook calls answer, feedback is refused with 503")
+        return JSONResponse({"status": "degraded", "store": "unreachable"})
+    return JSONResponse({"status": "ok", "store": "ok"})
 
 
 def _service(engine: Engine, service_id: str) -> CdsService:

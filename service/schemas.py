@@ -275,8 +275,9 @@ class DiscoveryResponse(_Out):
 
 
 class Health(_Out):
-    status: Literal["ok", "unavailable"]
-    store: Literal["unreachable"] | None = None
+    status: Literal["ok", "degraded"]
+    """``degraded``: hook calls answer, feedback is refused (503) until the store is back."""
+    store: Literal["ok", "unreachable"]
 
 
 class OperationOutcomeIssue(_Out):

@@ -69,11 +69,29 @@ class Settings(BaseSettings):
 
     # --- analyst tools: issued-card record and override analytics (service/store.py, service/analytics.py)
     issued_cards_queue_max: int = Field(default=10_000, ge=1)
-    """Issued cards waiting to be written; when full (store unreachable) a hook call waits rather than lose one."""
+    """Issued cards waiting to be written; when full (store unreachable) further records are dropped and counted."""
     issued_cards_batch_max: int = Field(default=500, ge=1)
     """Issued cards written per transaction."""
     issued_cards_flush_s: float = Field(default=0.2, gt=0)
     """Longest an issued card waits before its batch is written."""
+    issued_card_ttl_s: int = Field(default=90 * 24 * 3600, ge=60)
+    """How long the record of an issued card is kept (feedback takes its rule id from it; the report counts it)."""
+
+    # --- the shared store: feedback, issued cards, JWT replay cache (README "Shared state and outages") ---------
+    store_timeout_s: float = Field(default=1.0, gt=0)
+    """Longest a call waits for the shared jti replay check before falling back to the in-process cache."""
+    store_retry_s: float = Field(default=5.0, gt=0)
+    """After a store failure, replay checks stay in-process this long before the store is tried again; also the
+    ``Retry-After`` of a feedback 503."""
+    store_purge_interval_s: float = Field(default=300.0, gt=0)
+    """How often expired issued cards and replay-cache rows are deleted (in the background)."""
+    store_purge_batch: int = Field(default=1000, ge=1)
+    """Rows deleted per transaction by the purge (short transactions never hold up feedback or replay checks)."""
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    """How long a SQLite connection waits for another worker's write to finish before failing."""
+    database_connect_timeout_s: int = Field(default=3, ge=2)
+    """How long a PostgreSQL connection attempt may take (libpq ``connect_timeout``; its minimum is 2)."""
+
     analytics_reasons_max: int = Field(default=5, ge=1)
     """Override reasons listed per rule in the feedback report."""
     analytics_comments_max: int = Field(default=10, ge=0)
@@ -91,6 +109,9 @@ class Settings(BaseSettings):
     realistic lab Observations is 8.4 MB as servers send it (compact JSON) and 14.7 MB pretty-printed."""
     fhir_max_total_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """All FHIR answers of one hook call together (every key, every page); past it → 412."""
+    fhir_keepalive_s: float = Field(default=4.0, gt=0)
+    """An idle connection to a FHIR server is closed after this, before the server's own keep-alive timeout (5 s in
+    uvicorn, Node and Apache), so a request is rarely sent on a connection the server is closing."""
     ca_bundle: Path | None = None
     """PEM file of extra CAs trusted for every outbound TLS call (FHIR servers, jku), beside the public ones."""
     cpu_pool: Literal["process", "thread"] = "process"

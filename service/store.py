@@ -25,22 +25,36 @@ Issued cards (``issued_cards``): card uuid → service id, rule id, indicator, i
 ``IssuedCardWriter`` records them in the background in batches, so a hook call never waits on the disk; feedback
 takes its rule id from there when the in-process card map does not know the card (another replica, a restart),
 and ``feedback_report()`` counts cards issued per rule beside accepted and overridden ones, so an override rate
-can be computed. The table is indexed on ``issued_at`` so an expiry (a ``DELETE … WHERE issued_at < cutoff``)
-can be added without a schema change.
+can be computed. Feedback that arrives before its card's record is written is stored without a rule id and given
+it when the record lands. Records expire after ``BLINA_CDS_ISSUED_CARD_TTL_S``.
+
+JWT replay cache (``jwt_replays``): one row per ``(iss, jti)`` seen (a sha256 of the pair, never the token),
+claimed with an insert-if-absent (``INSERT … ON CONFLICT DO NOTHING``, SQLite's ``INSERT OR IGNORE``), so a token
+used on one replica or worker is refused on every other; the row expires with the token.
+
+``StorePurger`` removes expired issued cards and replay rows in the background, in small batches, each its own
+transaction, so neither a hook call nor a feedback write waits behind a long delete.
+
+The store's database work runs on its own small thread pool, so a database that hangs ties up those threads and
+never the event loop's default executor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -60,12 +74,14 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     create_engine,
+    delete,
     distinct,
     event,
     func,
     literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
@@ -74,6 +90,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import Label
 from sqlalchemy.types import TypeDecorator
 
+from service import metrics
+
 _log = logging.getLogger("blina_cds.store")
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -81,6 +99,10 @@ T = TypeVar("T")
 OUTCOMES = frozenset({"accepted", "overridden"})
 
 DEFAULT_CARD_MAP_MAX_ENTRIES = 100_000
+DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
+DEFAULT_CONNECT_TIMEOUT_S = 3
+STORE_THREADS = 4
+"""Threads that run the store's database calls (per server process)."""
 
 # Arbitrary constant: serialises table creation when several replicas start at once on PostgreSQL.
 _PG_DDL_LOCK_KEY = 0x626C696E61  # "blina"
@@ -209,6 +231,15 @@ issued_cards_table = Table(
     Column("issued_at", UtcDateTime(), nullable=False),
 )
 _issued_at_index = Index("ix_issued_cards_issued_at", issued_cards_table.c.issued_at)
+_feedback_card_index = Index("ix_feedback_card_uuid", feedback_table.c.card_uuid)
+
+jwt_replays_table = Table(
+    "jwt_replays",
+    metadata,
+    Column("key", String(64), primary_key=True),  # sha256 of (iss, jti): bounded, no token text stored
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+_replays_expiry_index = Index("ix_jwt_replays_expires_at", jwt_replays_table.c.expires_at)
 
 
 @dataclass(frozen=True)
@@ -263,6 +294,7 @@ class SqlFeedbackStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="blina-store")
         # SQLite takes one writer at a time anyway; queueing here beats spinning on SQLITE_BUSY,
         # and the shared in-memory connection must not be used by two threads at once.
         self._lock: threading.Lock | None = threading.Lock() if engine.dialect.name == "sqlite" else None
@@ -278,7 +310,9 @@ class SqlFeedbackStore:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK_KEY})
             conn.execute(CreateTable(feedback_table, if_not_exists=True))
             conn.execute(CreateTable(issued_cards_table, if_not_exists=True))
-            conn.execute(CreateIndex(_issued_at_index, if_not_exists=True))
+            conn.execute(CreateTable(jwt_replays_table, if_not_exists=True))
+            for index in (_issued_at_index, _feedback_card_index, _replays_expiry_index):
+                conn.execute(CreateIndex(index, if_not_exists=True))
 
     async def save(self, records: Sequence[FeedbackRecord], *, received_at: datetime) -> int:
         _require_aware(received_at, name="received_at")
@@ -296,6 +330,30 @@ class SqlFeedbackStore:
             return 0
         rows = [dataclasses.asdict(c) for c in cards]
         return await self._run(self._insert_issued, rows)
+
+    async def claim_jti(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Record ``key`` (the verifier's sha256 of a token's iss and jti) until ``expires_at``; False if held.
+
+        Insert-if-absent, so two replicas claiming the same key at once get one True between them. A row that
+        expired by ``now`` (not purged yet) no longer holds the key: the claim takes it over.
+        """
+        _require_aware(expires_at, name="expires_at")
+        _require_aware(now, name="now")
+        return await self._run(self._claim_jti, key, expires_at, now)
+
+    async def purge_expired(self, *, issued_before: datetime, now: datetime, batch: int) -> tuple[int, int]:
+        """Delete at most ``batch`` issued cards older than ``issued_before`` and ``batch`` replay rows expired by
+        ``now``, each in its own short transaction; return how many of each went."""
+        _require_aware(issued_before, name="issued_before")
+        _require_aware(now, name="now")
+        issued = await self._run(self._purge, issued_cards_table.c.card_uuid, issued_cards_table.c.issued_at,
+                                 issued_before, batch)
+        replays = await self._run(self._purge, jwt_replays_table.c.key, jwt_replays_table.c.expires_at, now, batch)
+        return issued, replays
+
+    async def fetch_replays(self) -> list[dict[str, Any]]:
+        """Every replay-cache row, soonest expiry first; for tests and operations."""
+        return await self._run(self._fetch_replays)
 
     async def fetch_issued(self) -> list[dict[str, Any]]:
         """Every issued-card row, oldest first; for tests and operations."""
@@ -322,19 +380,20 @@ class SqlFeedbackStore:
         if not self._closed:
             self._closed = True
             await asyncio.to_thread(self._engine.dispose)
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._closed:
             raise RuntimeError("the feedback store is closed")
         lock = self._lock
-        if lock is None:
-            return await asyncio.to_thread(fn, *args, **kwargs)
 
-        def locked() -> T:
+        def call() -> T:
+            if lock is None:
+                return fn(*args, **kwargs)
             with lock:
                 return fn(*args, **kwargs)
 
-        return await asyncio.to_thread(locked)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _insert_new(self, table: Table, key: str) -> Any:
         """An INSERT that skips a row whose ``key`` is already stored (idempotent retries)."""
@@ -356,8 +415,36 @@ class SqlFeedbackStore:
 
     def _insert_issued(self, rows: list[dict[str, Any]]) -> int:
         stmt = self._insert_new(issued_cards_table, "card_uuid")
+        # Feedback that overtook its card's record (acknowledged on another replica within the flush interval)
+        # was stored without a rule id: give it the rule now.
+        backfill = (update(feedback_table)
+                    .where(feedback_table.c.card_uuid == bindparam("uuid"), feedback_table.c.rule_id.is_(None))
+                    .values(rule_id=bindparam("rule")))
         with self._engine.begin() as conn:
-            return sum(conn.execute(stmt, row).rowcount for row in rows)
+            new = sum(conn.execute(stmt, row).rowcount for row in rows)
+            conn.execute(backfill, [{"uuid": r["card_uuid"], "rule": r["rule_id"]} for r in rows])
+            return new
+
+    def _claim_jti(self, key: str, expires_at: datetime, now: datetime) -> bool:
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(jwt_replays_table).values(key=key, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"], set_={"expires_at": stmt.excluded.expires_at},
+            where=jwt_replays_table.c.expires_at <= now,  # only an expired holder gives way
+        ).execution_options(preserve_rowcount=True)
+        with self._engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount)
+
+    def _purge(self, key: Column[Any], when: Column[Any], cutoff: datetime, batch: int) -> int:
+        doomed = select(key).where(when < cutoff).limit(batch).scalar_subquery()
+        with self._engine.begin() as conn:
+            return int(conn.execute(delete(key.table).where(key.in_(doomed))
+                                    .execution_options(preserve_rowcount=True)).rowcount)
+
+    def _fetch_replays(self) -> list[dict[str, Any]]:
+        t = jwt_replays_table
+        with self._engine.connect() as conn:
+            return [dict(m) for m in conn.execute(select(t).order_by(t.c.expires_at, t.c.key)).mappings()]
 
     def _fetch_issued(self) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
@@ -504,9 +591,10 @@ class IssuedCardWriter:
     """Records issued cards off the hot path: a hook call enqueues them, one task writes them in batches.
 
     A batch is written when ``batch_max`` cards wait or ``flush_interval_s`` has passed since its first card. A
-    write that fails is retried (every ``retry_s``) with the same batch, never dropped; while the database is
-    unreachable cards queue up to ``queue_max``, after which a hook call waits for room rather than lose a
-    record (the health check reports the store unreachable meanwhile). ``close()`` writes what is queued.
+    write that fails is retried (every ``retry_s``) with the same batch. Recording is best-effort by design: a
+    hook call never waits for the store. While the database is unreachable cards queue up to ``queue_max``;
+    beyond that new records are dropped, counted in ``blina_cds_issued_cards_dropped_total`` and logged (once per
+    outage), and the hook call answers as usual. ``close()`` writes what is queued (a bounded number of tries).
 
         writer = IssuedCardWriter(store, queue_max=10_000, batch_max=500, flush_interval_s=0.2)
         writer.start()                       # in the app's lifespan
@@ -524,14 +612,27 @@ class IssuedCardWriter:
         self._close_attempts = close_attempts
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._dropping = False  # logged once per outage, not once per card
+        self.dropped = 0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="issued-card-writer")
 
     async def record(self, cards: Sequence[IssuedCard]) -> None:
-        for card in cards:
-            await self._queue.put(card)
+        """Queue ``cards`` for writing; never waits (a full queue drops them, counted and logged)."""
+        for i, card in enumerate(cards):
+            try:
+                self._queue.put_nowait(card)
+            except asyncio.QueueFull:
+                lost = len(cards) - i
+                self.dropped += lost
+                metrics.ISSUED_CARDS_DROPPED.inc(lost)
+                if not self._dropping:
+                    self._dropping = True
+                    _log.error("issued-card queue full (store unreachable): records are being dropped; "
+                               "feedback on these cards will have no rule id", extra={"queued": self.pending})
+                return
 
     async def flush(self) -> None:
         """Wait until every card recorded so far is written (for tests and shutdown)."""
@@ -578,25 +679,102 @@ class IssuedCardWriter:
             attempt += 1
             try:
                 await self._store.save_issued(batch)
-                return
             except Exception:
+                metrics.STORE_FAILURES.labels(operation="issued_cards").inc()
                 if self._closing and attempt >= self._close_attempts:
                     _log.exception("issued cards not recorded at shutdown", extra={"count": len(batch)})
                     return
-                _log.exception("issued cards: store write failed, retrying", extra={"count": len(batch)})
+                if attempt == 1:
+                    _log.exception("issued cards: store write failed, retrying", extra={"count": len(batch)})
                 await asyncio.sleep(self._retry_s)
+                continue
+            if attempt > 1 or self._dropping:
+                _log.warning("issued cards: store writable again", extra={"count": len(batch),
+                                                                           "dropped": self.dropped})
+                self._dropping = False
+            return
 
 
-def open_store(database_url: str) -> SqlFeedbackStore:
-    """Open the store named by ``database_url`` and create its table if missing.
+class StorePurger:
+    """Removes expired rows in the background: issued cards older than ``issued_card_ttl_s``, replay-cache rows
+    past their token's expiry.
+
+    Every ``interval_s`` it deletes in batches of ``batch`` rows, each batch its own short transaction, pausing
+    ``pause_s`` between batches so feedback and replay checks interleave; a failure is logged and counted and
+    the next round tries again. Every replica may run one: deletes of the same rows simply find nothing.
+
+        purger = StorePurger(store, issued_card_ttl_s=90 * 86400, interval_s=300, batch=1000)
+        purger.start(); ...; await purger.close()
+    """
+
+    def __init__(self, store: SqlFeedbackStore, *, issued_card_ttl_s: float, interval_s: float, batch: int,
+                 pause_s: float = 0.05, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._store = store
+        self._ttl = timedelta(seconds=issued_card_ttl_s)
+        self._interval_s = interval_s
+        self._batch = batch
+        self._pause_s = pause_s
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="store-purger")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def purge_once(self) -> tuple[int, int]:
+        """One round: delete every expired row, batch by batch; return (issued cards, replay rows) deleted."""
+        total_issued = total_replays = 0
+        while True:
+            now = self._clock()
+            issued, replays = await self._store.purge_expired(issued_before=now - self._ttl, now=now,
+                                                              batch=self._batch)
+            total_issued += issued
+            total_replays += replays
+            metrics.STORE_PURGED.labels(table="issued_cards").inc(issued)
+            metrics.STORE_PURGED.labels(table="jwt_replays").inc(replays)
+            if issued < self._batch and replays < self._batch:
+                return total_issued, total_replays
+            await asyncio.sleep(self._pause_s)
+
+    async def _loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                issued, replays = await self.purge_once()
+            except Exception:
+                metrics.STORE_FAILURES.labels(operation="purge").inc()
+                _log.exception("expired rows not purged; next round in %.0f s", self._interval_s)
+            else:
+                if issued or replays:
+                    _log.info("expired rows purged", extra={"issued_cards": issued, "jwt_replays": replays,
+                                                            "ms": round((time.monotonic() - started) * 1000, 1)})
+            await asyncio.sleep(self._interval_s)
+
+
+def open_store(database_url: str, *, sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
+               connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S) -> SqlFeedbackStore:
+    """Open the store named by ``database_url`` and create its tables if missing.
 
     Called once at start-up (it touches the database synchronously). Accepts ``sqlite:///path``,
     ``sqlite:///:memory:``, and ``postgresql://…`` (rewritten to psycopg 3; ``postgresql+psycopg://``
-    is taken as is). Anything else is a configuration error.
+    is taken as is). Anything else is a configuration error. ``sqlite_busy_timeout_ms``: how long a SQLite
+    connection waits for another process's write to finish; ``connect_timeout_s``: how long a PostgreSQL
+    connection attempt may take (an unreachable database fails fast instead of hanging a request).
     """
     url = engine_url(database_url)
-    # pre_ping: a replica keeps working after the database restarts or drops idle connections.
-    engine = _sqlite_engine(url) if url.get_backend_name() == "sqlite" else create_engine(url, pool_pre_ping=True)
+    if url.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(url, busy_timeout_ms=sqlite_busy_timeout_ms)
+    else:
+        # pre_ping: a replica keeps working after the database restarts or drops idle connections.
+        engine = create_engine(url, pool_pre_ping=True, pool_timeout=connect_timeout_s,
+                               connect_args={"connect_timeout": max(2, connect_timeout_s)})
     store = SqlFeedbackStore(engine)
     try:
         store.create_schema()
@@ -624,7 +802,7 @@ def engine_url(database_url: str) -> URL:
     )
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, *, busy_timeout_ms: int) -> Engine:
     database = url.database or ":memory:"
     if database == ":memory:":
         # One connection shared by every thread, or each worker thread would see its own empty database.
@@ -632,21 +810,22 @@ def _sqlite_engine(url: URL) -> Engine:
     else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout_ms=busy_timeout_ms))
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
-    """WAL lets readers run beside the writer; FULL syncs the WAL on every commit (durable 200s).
+def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any, *, busy_timeout_ms: int) -> None:
+    """WAL lets readers run beside the writer (and several worker processes share the file); FULL syncs the WAL
+    on every commit (durable 200s); the busy timeout makes a connection wait for another process's write.
 
-    Both are per-connection settings (WAL persists in the file, but re-asserting it is free), so
-    they are set on every new connection.
+    All are per-connection settings (WAL persists in the file, but re-asserting it is free), so they are set on
+    every new connection — the busy timeout first, as switching to WAL itself needs a moment's lock.
     """
     cursor = dbapi_connection.cursor()
     try:
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")  # another process writing: wait, do not fail
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=5000")  # another process writing: wait, do not fail
     finally:
         cursor.close()
 

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,12 +163,16 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait(5)
 
 
-@pytest.fixture(scope="session")
-def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+def sekmet_installed() -> bool:
     executable = sekmet_executable()
-    if not (executable.is_file() and os.access(executable, os.X_OK)):
-        _missing_sekmet(executable)
-    workdir = tmp_path_factory.mktemp("sekmet")
+    return executable.is_file() and os.access(executable, os.X_OK)
+
+
+@contextmanager
+def running_sekmet(workdir: Path) -> Iterator[FhirServer]:
+    """sekmet on a free 127.0.0.1 port, its SQLite and log under ``workdir``; stopped afterwards."""
+    executable = sekmet_executable()
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}/fhir"
     settings = workdir / "settings.yaml"
@@ -185,6 +190,14 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
         yield server
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    if not sekmet_installed():
+        _missing_sekmet(sekmet_executable())
+    with running_sekmet(tmp_path_factory.mktemp("sekmet")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -61,11 +61,13 @@ def _lower_open_file_limit(soft: int) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | None = None,
-                 **env: str) -> Iterator[LiveService]:
+                 start_timeout_s: float = 120.0, **env: str) -> Iterator[LiveService]:
     """``blina-cds serve`` (auth off, SQLite in ``tmp_path``) with extra ``BLINA_CDS_*`` settings; stopped after.
 
     ``open_files`` starts it with that soft open-file limit (as a default systemd or shell limit of 1,024 would);
-    ``port`` is for a caller that must know the URL before the start (a free one is chosen otherwise).
+    ``port`` is for a caller that must know the URL before the start (a free one is chosen otherwise);
+    ``start_timeout_s`` bounds the wait for ``/healthz``: start-up loads and checks every card file (13 s on a
+    loaded 2-core machine, twice with two workers), so a busy CI machine needs far more than the usual few seconds.
     """
     port = port or free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}
@@ -80,19 +82,25 @@ def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | N
         )
     service = LiveService(base=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"service exited with {process.returncode}:\n{service.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{service.base}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"service did not start:\n{service.log_tail()}")
-            time.sleep(0.1)
+        wait_healthy(process, service.base, timeout_s=start_timeout_s, log_tail=service.log_tail)
         yield service
     finally:
         stop_process(process)
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base: str, *, timeout_s: float,
+                 log_tail: Callable[[], str]) -> None:
+    """Until ``GET {base}/healthz`` answers 200; AssertionError (with the log's tail) if the process exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"{base}: the service exited with {process.returncode}:\n{log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{base}: the service did not answer /healthz within {timeout_s:g} s:\n{log_tail()}")
+        time.sleep(0.1)
 
 
 class Sampler:

@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +366,58 @@ def test_jti_cache_is_capped_and_fails_closed() -> None:
     assert "jti cache full" in info.value.reason
     seen.check_and_add(("iss", "c"), until=NOW + 20, now=NOW + 10)  # a and b expired → room again
     assert len(seen) == 1
+
+
+class SharedReplays:
+    """A shared replay store (the role ``SqlFeedbackStore.claim_jti`` plays) that can be made slow or unreachable."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, datetime] = {}
+        self.down = False
+        self.delay_s = 0.0
+
+    async def claim_jti(self, key: str, *, expires_at: datetime, now: datetime) -> bool:
+        await asyncio.sleep(self.delay_s)
+        if self.down:
+            raise ConnectionError("database unreachable")
+        if key in self.held and self.held[key] > now:
+            return False
+        self.held[key] = expires_at
+        return True
+
+
+async def test_a_jti_claimed_by_another_process_is_refused(make_verifier: MakeVerifier,
+                                                           es_key: tuple[Any, dict[str, Any]]) -> None:
+    shared = SharedReplays()
+    first, second = (make_verifier([issuer_entry(EHR_ISS, keys=[es_key[1]])], replays=shared) for _ in range(2))
+    token = bearer(es_token(es_key, jti="j-shared"))
+    await first.verify(token, audience=AUD)
+    assert "another worker or replica" in await rejected(second, token)
+    [(key, until)] = shared.held.items()
+    assert len(key) == 64 and "j-shared" not in key  # hashed
+    assert until == datetime.fromtimestamp(NOW + 300 + 60, UTC)  # exp + the default leeway
+
+
+async def test_an_unreachable_or_slow_store_falls_back_to_the_process_cache(
+        make_verifier: MakeVerifier, es_key: tuple[Any, dict[str, Any]]) -> None:
+    shared = SharedReplays()
+    verifier = make_verifier([issuer_entry(EHR_ISS, keys=[es_key[1]])], replays=shared, store_timeout_s=0.05,
+                             store_retry_s=60)
+    shared.delay_s = 1.0  # slower than the timeout: the call does not wait for it
+    token = bearer(es_token(es_key, jti="j-slow"))
+    assert (await verifier.verify(token, audience=AUD)).jti == "j-slow"
+    assert "jti replayed" in await rejected(verifier, token)  # the process still remembers it
+    shared.delay_s, shared.down = 0.0, True
+    assert (await verifier.verify(bearer(es_token(es_key, jti="j-down")), audience=AUD)).jti == "j-down"
+    assert shared.held == {}
+
+
+async def test_with_a_shared_store_a_full_process_cache_does_not_refuse(
+        make_verifier: MakeVerifier, es_key: tuple[Any, dict[str, Any]]) -> None:
+    verifier = make_verifier([issuer_entry(EHR_ISS, keys=[es_key[1]])], replays=SharedReplays(), jti_cache_max=1)
+    for jti in ("a", "b", "c"):
+        assert (await verifier.verify(bearer(es_token(es_key, jti=jti)), audience=AUD)).jti == jti
+    assert "another worker or replica" in await rejected(verifier, bearer(es_token(es_key, jti="c")))
 
 
 # --- jku --------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ async def test_replayed_token_is_refused(jwt_client: httpx.AsyncClient, keys: tu
 
 async def test_health_and_metrics_need_no_token(jwt_client: httpx.AsyncClient) -> None:
     health = await jwt_client.get("/healthz")
-    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (health.status_code, health.json()) == (200, {"status": "ok", "store": "ok"})
     metrics = await jwt_client.get("/metrics")
     assert metrics.status_code == 200 and "blina_cds_requests_total" in metrics.text
 

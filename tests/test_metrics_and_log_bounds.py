@@ -32,6 +32,8 @@ FIXED = {
     "state": {"prefetched", "null", "fetched", "paged"},
     "resource_type": {"Patient", "MedicationRequest", "MedicationAdministration", "Observation", "Condition",
                       "AdverseEvent", "Medication"},  # Medication: the reads of Medications named by reference
+    "operation": {"jti", "issued_cards", "feedback", "purge"},
+    "table": {"issued_cards", "jwt_replays"},
 }
 
 def _series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:

@@ -366,6 +366,47 @@ async def test_fhir_failures_are_412_never_500(make_app: AppFactory, answer: Any
     assert all("patient=p1" not in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("dropped", [httpx.RemoteProtocolError("Server disconnected without sending a response"),
+                                     httpx.ReadError("Connection reset by peer")], ids=["closed", "reset"])
+async def test_a_fhir_get_cut_off_by_a_dropped_connection_is_sent_once_more(make_app: AppFactory,
+                                                                             dropped: Exception) -> None:
+    """A server that closes an idle kept-alive connection just as we reuse it (seen under load against sekmet-fhir,
+    whose keep-alive timeout equals httpx's default): the GET is sent again, the hook call answers with its data."""
+    _, client = await make_app()
+    seen: list[str] = []
+
+    def first_dropped(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if seen.count(str(request.url)) == 1:
+            raise dropped
+        return httpx.Response(200, json=searchset())
+
+    with respx.mock(assert_all_called=False) as mock:
+        route_all(mock)["Observation"].mock(side_effect=first_dropped)
+        response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(None, fhirServer=FHIR))
+    assert response.status_code == 200, response.text
+    assert seen and all(seen.count(url) == 2 for url in seen)  # every Observation search: dropped, then sent again
+
+
+async def test_a_fhir_get_dropped_twice_or_refused_is_412_without_more_attempts(make_app: AppFactory) -> None:
+    _, client = await make_app()
+    with respx.mock(assert_all_called=False) as mock:
+        routes = route_all(mock)
+        routes["Observation"].mock(side_effect=httpx.ReadError("reset"))
+        response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(None, fhirServer=FHIR))
+    assert response.status_code == 412
+    assert "unreachable or too slow (ReadError)" in response.json()["issue"][0]["diagnostics"]
+    urls = [str(call.request.url) for call in routes["Observation"].calls]
+    assert urls and all(urls.count(url) <= 2 for url in urls)
+
+    with respx.mock(assert_all_called=False) as mock:
+        routes = route_all(mock)
+        routes["Condition"].mock(side_effect=httpx.ConnectError("refused"))
+        response = await client.post(f"/cds-services/{PATIENT_VIEW}", json=body(None, fhirServer=FHIR))
+    assert response.status_code == 412
+    assert routes["Condition"].call_count == 1  # a refused connection is not a dropped one: not sent again
+
+
 async def test_slow_fhir_server_gives_412_within_the_timeout(make_app: AppFactory) -> None:
     import asyncio
 

@@ -12,6 +12,16 @@ Why each rule (cds-hooks-2.0.md §5.2, best-practices.md, §8.2 for the Sandbox)
   signs tokens whose ``iat`` is up to 0.5 s in the future); a ``jti`` is refused a second time
   for the token's lifetime. ``sub`` and ``tenant`` are not required (the Sandbox sends neither).
 
+The replay cache has two layers. The in-process one answers first (a replay to the same process costs no
+database round trip). The shared one (``replays``: the store's ``jwt_replays`` table) is the truth across
+workers and replicas: a ``jti`` is claimed there with an insert-if-absent, so a token used on one replica is
+refused on every other. When the store does not answer within ``store_timeout_s`` (or failed in the last
+``store_retry_s``), the token is checked against the in-process cache alone and accepted if fresh there:
+logged (once per outage), counted in ``blina_cds_jti_checked_locally_total``, and claimed in the store once it
+answers again. The alternative — refusing every call while the database is down — would stop the hooks that
+keep patients safe; the window this leaves is a replay *to another process* of a token captured in transit,
+for at most the token's lifetime (≤ ``max_lifetime_s``) and only during the outage.
+
 Cheap checks on the unverified header and ``iss`` run first, so a token we could never accept
 costs no signature work and no HTTP request. Claims are checked here rather than by PyJWT
 because PyJWT reads the wall clock and the clock must be injectable.
@@ -29,17 +39,22 @@ never reaches the response body.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import heapq
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import httpx
 import jwt
 
+from service import metrics
 from service.auth.issuers import ALLOWED_ALGORITHMS, TrustedIssuer, TrustedIssuers, TrustedKey
 from service.auth.keysets import JwkSetCache
 from service.errors import AuthError
@@ -66,12 +81,18 @@ AUTH_OFF_CALLER = Caller(iss=None, fhir_servers=None)
 
 
 
+class ReplayStore(Protocol):
+    """The shared replay cache (``service.store.SqlFeedbackStore``)."""
+
+    async def claim_jti(self, key: str, *, expires_at: datetime, now: datetime) -> bool: ...
+
+
 class _SeenJtis:
     """``(iss, jti)`` pairs seen, each kept until its token can no longer be accepted.
 
     Bounded: expired entries are evicted on every check; when ``max_entries`` unexpired entries
     are held, new tokens are refused (fail closed) rather than forgetting a still-valid ``jti``,
-    which would reopen the replay window.
+    which would reopen the replay window — unless the shared store holds the truth (``required=False``).
     """
 
     def __init__(self, *, max_entries: int) -> None:
@@ -82,13 +103,28 @@ class _SeenJtis:
     def __len__(self) -> int:
         return len(self._until)
 
+    @property
+    def max_entries(self) -> int:
+        return self._max
+
     def check_and_add(self, key: tuple[str, str], *, until: float, now: float) -> None:
         """Raise ``AuthError`` if ``key`` was seen and has not expired; else remember it."""
+        self.check(key, now=now)
+        self.add(key, until=until, now=now, required=True)
+
+    def check(self, key: tuple[str, str], *, now: float) -> None:
+        """Raise ``AuthError`` if ``key`` was seen and has not expired."""
         self._evict(now)
         if key in self._until:
             raise AuthError("jti replayed")
+
+    def add(self, key: tuple[str, str], *, until: float, now: float, required: bool) -> None:
+        """Remember ``key``; when full, raise if this cache is the only record (``required``), else skip it."""
+        self._evict(now)
         if len(self._until) >= self._max:
-            raise AuthError(f"jti cache full ({self._max} unexpired entries); refusing to forget any")
+            if required:
+                raise AuthError(f"jti cache full ({self._max} unexpired entries); refusing to forget any")
+            return
         self._until[key] = until
         heapq.heappush(self._heap, (until, key))
 
@@ -118,6 +154,9 @@ class JwtVerifier:
         jku_min_refetch_s: float = 30.0,
         jti_cache_max: int = 100_000,
         max_lifetime_s: int = 3600,
+        replays: ReplayStore | None = None,
+        store_timeout_s: float = 1.0,
+        store_retry_s: float = 5.0,
     ) -> None:
         self._issuers = issuers
         # Best practice keeps seen jti values "for the maximum duration of all JWTs" (≤ 1 h): a token that
@@ -127,6 +166,12 @@ class JwtVerifier:
         self._clock = clock
         self._keysets = JwkSetCache(http=http, ttl_s=jku_cache_ttl_s, min_refetch_s=jku_min_refetch_s, clock=clock)
         self._seen = _SeenJtis(max_entries=jti_cache_max)
+        self._replays = replays
+        self._store_timeout_s = store_timeout_s
+        self._store_retry_s = store_retry_s
+        self._store_down_until = -math.inf  # monotonic
+        self._unshared: dict[tuple[str, str], float] = {}  # accepted while the store was down: claim them later
+        self._sharing: asyncio.Task[None] | None = None
 
     async def verify(self, authorization: str | None, *, audience: str) -> Caller:
         """Return the verified caller, or raise ``AuthError`` (logged here with the reason)."""
@@ -215,8 +260,55 @@ class JwtVerifier:
             raise AuthError("jti too long")
 
         # 5. Replay, last: a token that failed any other check must not occupy the cache.
-        self._seen.check_and_add((iss, jti), until=exp + self._leeway, now=now)
+        await self._claim((iss, jti), until=exp + self._leeway, now=now)
         return Caller(iss=issuer.iss, fhir_servers=issuer.fhir_servers, jti=jti)
+
+    async def _claim(self, key: tuple[str, str], *, until: float, now: float) -> None:
+        """Refuse a ``jti`` seen before by this process or, through the shared store, by any other."""
+        self._seen.check(key, now=now)
+        if self._replays is None:
+            self._seen.add(key, until=until, now=now, required=True)
+            return
+        if time.monotonic() >= self._store_down_until:
+            try:
+                fresh = await asyncio.wait_for(self._replays.claim_jti(
+                    _replay_key(key), expires_at=_aware(until), now=_aware(now)), self._store_timeout_s)
+            except Exception as exc:  # unreachable, busy past its timeout, or slower than store_timeout_s
+                self._store_failed(exc)
+            else:
+                if not fresh:
+                    raise AuthError("jti replayed (used before on another worker or replica)")
+                self._seen.add(key, until=until, now=now, required=False)
+                if self._unshared and self._sharing is None:
+                    self._sharing = asyncio.create_task(self._share_unshared(), name="jti-share")
+                return
+        # The store is unavailable: the in-process cache alone decides, and is then the only record.
+        self._seen.add(key, until=until, now=now, required=True)
+        metrics.JTI_LOCAL_ONLY.inc()
+        if len(self._unshared) < self._seen.max_entries:
+            self._unshared[key] = until
+
+    def _store_failed(self, exc: BaseException) -> None:
+        metrics.STORE_FAILURES.labels(operation="jti").inc()
+        if time.monotonic() >= self._store_down_until + self._store_retry_s:  # first failure of an outage
+            logger.error("jti replay store unavailable (%s); checking tokens against this process's cache alone "
+                         "for the next %.0f s", type(exc).__name__, self._store_retry_s)
+        self._store_down_until = time.monotonic() + self._store_retry_s
+
+    async def _share_unshared(self) -> None:
+        """Claim in the store the tokens accepted while it was down, so other replicas refuse them from now on."""
+        assert self._replays is not None
+        try:
+            while self._unshared:
+                key, until = next(iter(self._unshared.items()))
+                now = self._clock()
+                if until > now:
+                    await self._replays.claim_jti(_replay_key(key), expires_at=_aware(until), now=_aware(now))
+                del self._unshared[key]
+        except Exception as exc:
+            self._store_failed(exc)
+        finally:
+            self._sharing = None
 
     async def _find_key(self, issuer: TrustedIssuer, *, kid: str, jku: str | None) -> TrustedKey:
         """Static JWKS first; then the token's ``jku`` (already allow-listed) or every allow-listed one."""
@@ -236,6 +328,15 @@ class JwtVerifier:
         detail = f"; {'; '.join(failures)}" if failures else ""
         raise AuthError(f"kid {_show(kid)} not found in the issuer's keys{detail}")
 
+
+
+def _replay_key(key: tuple[str, str]) -> str:
+    """The shared cache's key for ``(iss, jti)``: a sha256, fixed length, no token text in the database."""
+    return hashlib.sha256(json.dumps(list(key), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _aware(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
 
 
 def _bearer_token(authorization: str | None) -> str:

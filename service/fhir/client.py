@@ -26,6 +26,9 @@ log = logging.getLogger("blina_cds.fhir")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_DROPPED_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+"""A connection closed or reset under a request (a server closing an idle kept-alive connection as it is reused):
+the GET is sent once more, within the call's FHIR deadline. Timeouts and refused connections are not retried."""
 
 
 class FhirFetchError(Exception):
@@ -106,16 +109,20 @@ class FhirClient:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         started = time.perf_counter()
-        try:
-            async with self._http.stream("GET", url, headers=headers, follow_redirects=False) as response:
-                status = response.status_code
-                content = await self._read_capped(response, resource_type=resource_type) if status == 200 else b""
-        except httpx.HTTPError as exc:
-            log.warning("fhir fetch failed", extra={"resource_type": resource_type, "error": type(exc).__name__})
-            raise _failed(
-                f"FHIR server unreachable or too slow ({type(exc).__name__})", resource_type=resource_type,
-                outcome="error",
-            ) from None
+        for attempt in (1, 2):
+            try:
+                async with self._http.stream("GET", url, headers=headers, follow_redirects=False) as response:
+                    status = response.status_code
+                    content = await self._read_capped(response, resource_type=resource_type) if status == 200 else b""
+                break
+            except _DROPPED_CONNECTION as exc:
+                if attempt == 1:  # the server closed a kept-alive connection as we reused it: a GET may be sent again
+                    log.info("fhir fetch sent again", extra={"resource_type": resource_type,
+                                                             "error": type(exc).__name__})
+                    continue
+                raise self._unreachable(exc, resource_type=resource_type) from None
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc, resource_type=resource_type) from None
         elapsed = time.perf_counter() - started
         metrics.FHIR_LATENCY.labels(resource_type=resource_type).observe(elapsed)
         log.info("fhir fetch", extra={"resource_type": resource_type, "status": status, "ms": round(elapsed * 1000, 1)})
@@ -133,6 +140,12 @@ class FhirClient:
             raise _failed("FHIR server answer is not a FHIR resource", resource_type=resource_type, outcome="not-fhir")
         metrics.FHIR_FETCHES.labels(resource_type=resource_type, outcome="ok").inc()
         return body
+
+    @staticmethod
+    def _unreachable(exc: httpx.HTTPError, *, resource_type: str) -> Exception:
+        log.warning("fhir fetch failed", extra={"resource_type": resource_type, "error": type(exc).__name__})
+        return _failed(f"FHIR server unreachable or too slow ({type(exc).__name__})", resource_type=resource_type,
+                       outcome="error")
 
     async def _read_capped(self, response: httpx.Response, *, resource_type: str) -> bytes:
         """The (decoded) body, read chunk by chunk; refused as soon as it passes either byte cap.

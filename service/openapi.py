@@ -28,6 +28,7 @@ from service.schemas import (
     FeedbackResponse,
     Health,
     HookRequest,
+    Live,
     OperationOutcome,
     OrderSelectContext,
     OrderSignContext,
@@ -81,7 +82,7 @@ HEALTH = {"responses": {
 }}
 LIVE = {"responses": {
     "200": {"description": "This process answers (the feedback store is not checked)",
-            "content": {"application/json": {"schema": _ref(Health)}}},
+            "content": {"application/json": {"schema": _ref(Live)}}},
 }}
 ANALYTICS = {"responses": {
     "200": {"description": "Per rule: cards issued, accepted, overridden, override rate, top reasons, comments",
@@ -93,7 +94,7 @@ METRICS = {"responses": {"200": {"description": "Prometheus text format",
 
 _MODELS: tuple[type[BaseModel], ...] = (
     HookRequest, OrderSignContext, OrderSelectContext, PatientViewContext, FeedbackRequest, CdsResponse,
-    FeedbackResponse, DiscoveryResponse, Health, OperationOutcome,
+    FeedbackResponse, DiscoveryResponse, Health, Live, OperationOutcome,
 )
 
 

@@ -280,6 +280,12 @@ class Health(_Out):
     store: Literal["ok", "unreachable"]
 
 
+class Live(_Out):
+    """``/livez``: the process answers; the store is not asked."""
+
+    status: Literal["ok"]
+
+
 class OperationOutcomeIssue(_Out):
     severity: Literal["fatal", "error", "warning", "information"]
     code: str

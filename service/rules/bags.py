@@ -18,6 +18,7 @@ from typing import Any
 from service.knowledge import Knowledge
 from service.rules.base import Finding
 from service.rules.medication import administration_facts, context_facts, day, num, order_facts, when
+from service.rules.phrases import bag_phrase, either
 from service.timeline.course import CURRENT
 from service.timeline.model import BagPreparation, BlinOrder, InfusionPeriod, Timeline
 
@@ -78,8 +79,8 @@ def _finding(timeline: Timeline, kb: Knowledge, bag: BagPreparation, *, order: B
         "from_order": bag.from_order,
         "min_weight_kg": num(rule.min_weight_kg, 1),
         "legacy_min_weight_kg": num(rule.legacy_min_weight_kg, 1),
-        "preservative_durations_phrase": _joined([bag_phrase(h) for h in rule.durations_hours]),
-        "preservative_free_phrase": _joined([bag_phrase(h) for h in preservative_free]),
+        "preservative_durations_phrase": either([bag_phrase(h) for h in rule.durations_hours]),
+        "preservative_free_phrase": either([bag_phrase(h) for h in preservative_free]),
         "threshold_confidence": rule.confidence,
         "weight_date": day(timeline.body.weight_at),
         "freshness_days": kb.dosing.freshness.weight_days,
@@ -87,17 +88,3 @@ def _finding(timeline: Timeline, kb: Knowledge, bag: BagPreparation, *, order: B
         "also_administration_start": when(also.start) if also else None,
     }
     return Finding("preservative-bag-weight", "warning", facts, about=ref)
-
-
-def bag_phrase(hours: float | None) -> str | None:
-    """``168`` → "7-day", ``96`` → "96-hour"; ``None`` when the duration is not known."""
-    if hours is None:
-        return None
-    if hours >= 168 and hours % 24 == 0:
-        return f"{hours / 24:g}-day"
-    return f"{hours:g}-hour"
-
-
-def _joined(items: list[str | None]) -> str:
-    words = [w for w in items if w]
-    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else "".join(words)

@@ -77,6 +77,21 @@ def event_phrase(event: str | None, restart_threshold_hours: float | int) -> str
     return event_name(event)
 
 
+def bag_phrase(hours: float | None) -> str | None:
+    """A bag by its length: ``168`` → "7-day", ``96`` → "96-hour"; ``None`` when the length is not known."""
+    if hours is None:
+        return None
+    if hours >= 168 and hours % 24 == 0:
+        return f"{hours / 24:g}-day"
+    return f"{hours:g}-hour"
+
+
+def either(items: list[str | None]) -> str:
+    """``["72-hour", "96-hour", "7-day"]`` → "72-hour, 96-hour or 7-day" (unknown items left out)."""
+    words = [w for w in items if w]
+    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else "".join(words)
+
+
 def mg(value: float | int | None) -> str | None:
     """``20 mg``."""
     return None if value is None else f"{value} mg"

@@ -80,7 +80,7 @@ def build_infusions(
         assert isinstance(dosage, Mapping)
         # An instant, or a period with only its start, of a bag that ran (not a pause or a stop) has no end on record.
         unended = end is None and status not in _HALTED and (status != "in-progress" or "effectiveDateTime" in ma)
-        runs_for = (_infuse_over(ma, kb) or _volume_over_rate(dosage, kb)) if unended else None
+        runs_for = (infuse_over(ma, kb) or _volume_over_rate(dosage, kb)) if unended else None
         if runs_for is not None:
             end = start + runs_for  # an "Infuse" result that ran for its infuse-over-time, or its volume ÷ rate
         elif (end is None and status != "in-progress") or unended:
@@ -260,7 +260,7 @@ def _period(ma: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime | None, boo
     return point.at, None, point.date_only
 
 
-def _infuse_over(ma: Mapping[str, Any], kb: Knowledge) -> dt.timedelta | None:
+def infuse_over(ma: Mapping[str, Any], kb: Knowledge) -> dt.timedelta | None:
     """The duration an instant administration ran for, from a vendor extension (``[running_infusion]``)."""
     wanted = kb.dosing.running_infusion.infuse_over_time_extensions
     for ext in ma.get("extension") or ():

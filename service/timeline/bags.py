@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from service.fhir.extract import reference_id, relative_ref, texts
 from service.knowledge import Knowledge
-from service.timeline.administrations import _infuse_over
+from service.timeline.administrations import infuse_over
 from service.timeline.dose import is_blinatumomab, medication_concept, referenced_medication
 from service.timeline.model import BagPreparation, BlinOrder
 from service.timeline.orders import first_dosage
@@ -76,7 +76,7 @@ def _administration_bag(ma: Mapping[str, Any], ordered: BagPreparation | None,
     dosage = ma.get("dosage") if isinstance(ma.get("dosage"), Mapping) else {}
     assert isinstance(dosage, Mapping)
     words = [*_strings(dosage.get("text")), *_notes(ma), *_medication_texts(ma, medications)]
-    over = _infuse_over(ma, kb)
+    over = infuse_over(ma, kb)
     if over is not None:
         own = _bag(relative_ref(ma), over.total_seconds() / 3600, "infuse-over-time", None, words, kb)
     else:

@@ -25,11 +25,11 @@ from tests.builders import (
     rate_quantity,
     weight,
 )
+from tests.charting_builders import INFUSE_OVER
 from tests.med_helpers import detail_of, make_timeline, renderer
 
 C1 = at(2026, 3, 1, 10)
 NOW = at(2026, 3, 3, 8)
-INFUSE_OVER = "https://fhir-ehr.cerner.com/r4/StructureDefinition/infuse-over-time"
 RULE = "preservative-bag-weight"
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from service.rules import medication_phrases as mp
-from service.rules.phrases import clock, context_phrases, date, event_phrase, plural, steroid_dose
+from service.rules.phrases import bag_phrase, clock, context_phrases, date, either, event_phrase, plural, steroid_dose
 
 
 @pytest.mark.parametrize(("offset", "text"), [
@@ -107,3 +107,10 @@ def test_skipped_interruption_checks_name_the_knowledge_limits() -> None:
     (item,) = mp.problem_items(facts)
     assert item["skipped"] == ("the cycle day, interruption (6 hours, 10 days), premedication window and "
                                "treatment-free interval checks")
+
+
+def test_bags_are_named_by_length_and_listed_with_or() -> None:
+    assert [bag_phrase(h) for h in (24, 48, 72, 96, 168, None)] == [
+        "24-hour", "48-hour", "72-hour", "96-hour", "7-day", None]
+    assert either([bag_phrase(h) for h in (72, 96, 168)]) == "72-hour, 96-hour or 7-day"
+    assert either(["24-hour", None]) == "24-hour"

@@ -134,6 +134,11 @@ class Outcome:
     detail: str = ""
 
 
+CUT_MID_ANSWER = frozenset({"RemoteProtocolError", "ReadError"})
+"""httpx's errors for a connection closed part-way through an answer (nginx, when the replica died after its status
+line)."""
+
+
 @dataclass
 class SentFeedback:
     card: str
@@ -723,15 +728,19 @@ async def chaos(cluster: Cluster, plan: ChaosPlan, rate: Rate) -> Figures:
     discovery = [o for o in load.outcomes if o.kind == "discovery"]
     # A hook call in flight on the killed replica is not sent again by nginx (README "Deploying": the same JWT would
     # be refused as a replay, its jti claimed by the dead replica): a 502 — or a 401 with a configuration that
-    # resends it. Counted on their own: they are the calls the deployment cannot save today.
+    # resends it. When the replica dies after writing its answer's status line but before the body, nginx has
+    # already passed the 200 on and can only close the EHR's connection (its error log: "upstream prematurely
+    # closed connection while reading upstream"): the client sees the connection end mid-answer.
+    # Counted on their own: they are the calls the deployment cannot save today.
     killed_at = next((t for t, what in load.events if "killed" in what), None)
-    cut_off = [o for o in hooks if o.status in (401, 502) and killed_at is not None
+    cut_off = [o for o in hooks if (o.status in (401, 502) or o.detail in CUT_MID_ANSWER) and killed_at is not None
                and o.t <= killed_at <= o.t + o.ms / 1000]
     others = [o for o in hooks if not o.ok and o not in cut_off]
-    fig.add(f"| hook calls in flight on the killed replica (lost: 502, or 401 if resent) | {len(cut_off)} |")
+    fig.add("| hook calls in flight on the killed replica (lost: 502, connection closed mid-answer, or 401 if resent)"
+            f" | {len(cut_off)} |")
     fig.check(bool(hooks) and not others, f"{len(others)} of {len(hooks)} hook calls failed through nginx")
     fig.check(not cut_off, f"{len(cut_off)} hook calls in flight on the killed replica were lost "
-              f"({', '.join(sorted({str(o.status) for o in cut_off}))})", in_flight=True)
+              f"({', '.join(sorted({str(o.status or o.detail) for o in cut_off}))})", in_flight=True)
     fig.check(all(o.ok for o in discovery), f"{sum(not o.ok for o in discovery)} discovery calls failed")
     fig.check(any(o.t > plan.kill_at for o in hooks), "no hook call was sent after the kill")
     feedback_figures(fig, load, cluster.database_url, require_rule_ids=False)

@@ -80,7 +80,8 @@ def test_replica_killed_under_load(cluster: Cluster, calibration: Calibration) -
         pytest.xfail(f"{fig.in_flight_problems}: a call cut off by the kill cannot be resent by nginx, because the "
                      "replay cache claims its jti when the token is checked, before the call is answered; missing: "
                      "claiming the jti when the answer is sent (service/auth/verifier.py), then non_idempotent for "
-                     "hook calls in deploy/nginx/blina-cds.conf")
+                     "hook calls in deploy/nginx/blina-cds.conf. A call whose 200 status line had already passed "
+                     "nginx when the replica died is closed mid-answer; only the EHR can send it again")
 
 
 SHORT_SOAK_SHARE = 0.5

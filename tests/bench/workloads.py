@@ -6,12 +6,14 @@ its dates were moved to. Dates always move to the present when a workload is fir
 does), so a long bench run sees the same answer throughout; build them before timing anything.
 
 1. :func:`order_sign_full` — order-sign with a complete prefetch: the ``treatment-free-interval/c3d1-early-sign``
-   example (an adult R/R course, cycles 1–2 with weekly weights and liver tests, nursing flowsheets; cycle 3
-   ordered eight days after cycle 2 ended, with a dexamethasone draft). 99 resources, about 105 KB. Gives one
+   example (an adult R/R course: cycles 1–2 with their orders, bags and dexamethasone premedication, weekly weights
+   and liver tests; cycle 3 ordered eight days after cycle 2 ended, with a dexamethasone draft). 99 prefetched
+   resources (62 distinct: the Observations come again under ``toxicityObservations``), about 105 KB. Gives one
    card: ``treatment-free-interval`` (warning: the 14-day interval is not over).
-2. :func:`small_chart` — the fixed per-call cost: ``rr-adult-course/c1d1-sign``, cycle 1 day 1 signed with its
-   dexamethasone draft. 11 resources (Patient, height, weight, liver panel, the premedication order and its
-   administration…), about 13 KB. Correct: no card at all.
+2. :func:`small_chart` — the fixed per-call cost: ``rr-adult-course/c1d1-sign``, cycle 1 day 1 (9 µg/day) signed
+   with its dexamethasone 20 mg draft. 11 prefetched resources (the Patient; weight and height under ``bodySize``;
+   ALT, AST and bilirubin under ``labs``; the same five Observations under ``toxicityObservations``; no orders or
+   administrations yet: the other keys are ``null``), about 13 KB. Correct: no card at all.
 3. :func:`patient_view_history` — patient-view with the whole history in prefetch, as an EHR that ignores
    ``_count`` sends it (every Observation in ``toxicityObservations``, every liver test in ``labs``, every weight
    in ``bodySize``, every administration in ``medicationAdministrations``): an adult R/R course of four cycles
@@ -113,7 +115,7 @@ def order_sign_full() -> Workload:
 
 @functools.cache
 def small_chart() -> Workload:
-    """Order-sign of cycle 1 day 1 with its dexamethasone draft, 11 resources (~13 KB), complete prefetch.
+    """Order-sign of cycle 1 day 1 with its dexamethasone draft, 11 prefetched resources (~13 KB), complete prefetch.
 
     Cards: none (a correct order)."""
     now = _now()

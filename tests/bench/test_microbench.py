@@ -71,7 +71,8 @@ EXPECT = {
     "order-sign-full": Expect(("focus", 3, 1), focus_orders=1, infusions=15, steroids=7),
     # cycle 1 day 1, nothing given yet; the dexamethasone draft
     "small-chart": Expect(("focus", 1, 1), focus_orders=1, infusions=0, steroids=1),
-    # cycle 4 day 10 running; 5 dexamethasone orders and their 5 administrations
+    # cycle 4 day 10 running; 24 bags (the Rate Verify points are no infusions of their own); 5 dexamethasone
+    # orders and their 5 administrations
     "history-500": Expect(("current", 4, 10), focus_orders=0, infusions=24, steroids=10),
 }
 
@@ -102,8 +103,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
+MAX_HOOK_INSTANCE_CHARS = Settings(auth="off").max_hook_instance_chars
+
+
 def parse(service: CdsService, body: bytes) -> HookRequest:
-    return hook_request(service, body, max_hook_instance_chars=Settings(auth="off").max_hook_instance_chars)
+    return hook_request(service, body, max_hook_instance_chars=MAX_HOOK_INSTANCE_CHARS)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ chunk by chunk, so a test can send a body that never ends or is far larger than 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import os
 import resource
@@ -52,6 +53,30 @@ class LiveService:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
+SERVE = [sys.executable, "-m", "tests.serve_checked"]
+"""``blina-cds serve`` (see :mod:`tests.serve_checked`): the live servers and the reliability replicas start with it."""
+
+
+@functools.cache
+def _checked_here() -> str:
+    """Check the shipped card files in this process once (as every in-process app does), and return the keys."""
+    from service.offload import load_evaluator
+    from service.settings import Settings
+    from service.tools.cards_check import check_at_start_up
+    from tests.serve_checked import passed_keys
+
+    loaded = load_evaluator(Settings(auth="off"))
+    check_at_start_up(loaded.renderer, loaded.kb)
+    return passed_keys()
+
+
+def serve_environment(environment: dict[str, str]) -> dict[str, str]:
+    """``environment`` for a :data:`SERVE` process, with the card checks this process has passed."""
+    from tests.serve_checked import CHECKED_ENV
+
+    return {**environment, CHECKED_ENV: _checked_here()}
+
+
 def _lower_open_file_limit(soft: int) -> Callable[[], None]:
     def apply() -> None:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -76,7 +101,7 @@ def live_service(tmp_path: Path, *, open_files: int | None = None, port: int | N
     log_path = tmp_path / f"live-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=environment, stdout=log,
+            SERVE, cwd=REPO, env=serve_environment(environment), stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_lower_open_file_limit(open_files) if open_files else None,
         )

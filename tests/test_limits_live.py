@@ -35,6 +35,8 @@ from tests.live import (
     raise_own_open_file_limit,
 )
 
+pytestmark = pytest.mark.alone  # latency bounds: not beside another test worker (see the Makefile)
+
 FHIR_TIMEOUT_S = 2.0
 MAX_BODY = 20 * 1024 * 1024
 

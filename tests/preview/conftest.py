@@ -11,6 +11,7 @@ Playwright downloads). Without Chromium the browser tests skip on a developer ma
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,9 @@ class LiveService:
     log: Path
 
 
-@pytest.fixture
-def live_service(tmp_path: Path) -> Iterator[LiveService]:
+@pytest.fixture(scope="module")
+def _live_service_for_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    tmp_path = tmp_path_factory.mktemp("preview-live")
     cards_dir = tmp_path / "cards"  # a site overlay: it holds only the card files the site rewords
     cards_dir.mkdir()
     database = tmp_path / "feedback.db"
@@ -47,6 +49,23 @@ def live_service(tmp_path: Path) -> Iterator[LiveService]:
     with live.live_service(tmp_path, port=port, BLINA_CDS_DATABASE_URL=f"sqlite:///{database}",
                            BLINA_CDS_CARDS_DIR=str(cards_dir), BLINA_CDS_PUBLIC_BASE_URL=base_url) as service:
         yield LiveService(base_url=service.base, cards_dir=cards_dir, database=database, log=service.log_path)
+
+
+@pytest.fixture
+def live_service(_live_service_for_module: LiveService) -> LiveService:
+    """One server per module (each start costs seconds), handed to each test as a fresh one would be: an empty site
+    card folder (/preview rereads card files on every page load; the hook endpoint keeps the cards it started
+    with, which no test changes) and no stored feedback."""
+    service = _live_service_for_module
+    for written in service.cards_dir.iterdir():
+        written.unlink()
+    conn = sqlite3.connect(service.database)
+    try:
+        with conn:
+            conn.execute("DELETE FROM feedback")
+    finally:
+        conn.close()
+    return service
 
 
 @pytest.fixture(scope="session")

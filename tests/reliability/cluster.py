@@ -27,7 +27,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ import httpx
 
 from tests.fhir_server import FhirServer, free_port, running_sekmet
 from tests.jwt_tools import issuer_entry, issuers_file, make_es384_keypair
-from tests.live import wait_healthy
+from tests.live import SERVE, serve_environment, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX_SITE = REPO / "deploy" / "nginx" / "blina-cds.conf"
@@ -120,7 +119,7 @@ class Replica:
     def start(self, *, nice: int = 0) -> None:
         """Start ``blina-cds serve``; ``nice`` lowers its CPU priority (``nice -n``) for its whole life."""
         self.starts += 1
-        command = [sys.executable, "-m", "service.cli", "serve"]
+        command = list(SERVE)
         if nice:
             command = ["nice", "-n", str(nice), *command]  # nice execs the server: the pid stays the server's
         with self.log_path.open("ab") as log:
@@ -171,7 +170,9 @@ class Cluster:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, workdir: Path, *, database_url: str) -> Iterator[Cluster]:
+    def start(cls, workdir: Path, *, database_url: str, recheck_cards: bool = True) -> Iterator[Cluster]:
+        """``recheck_cards=False`` (the short tests): the replicas skip the start-up card check this process passed
+        (:mod:`tests.serve_checked`); ``make chaos`` and ``make soak`` keep it, so a restart costs what it costs."""
         nginx_bin = nginx_executable()
         if nginx_bin is None:
             raise RuntimeError(f"nginx is not installed (run `make nginx`, or set {NGINX_ENV})")
@@ -188,6 +189,8 @@ class Cluster:
                 "BLINA_CDS_PUBLIC_BASE_URL": base, "BLINA_CDS_DATABASE_URL": database_url,
                 "BLINA_CDS_LOG_LEVEL": "WARNING",
             })
+            if not recheck_cards:
+                common = serve_environment(common)
             replicas = {}
             for name in ("a", "b"):
                 port = free_port()

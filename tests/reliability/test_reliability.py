@@ -34,7 +34,7 @@ from tests.reliability.harness import (
     soak,
 )
 
-pytestmark = [pytest.mark.postgres, pytest.mark.fhir_server]
+pytestmark = [pytest.mark.postgres, pytest.mark.fhir_server, pytest.mark.alone]
 
 
 def _missing(message: str) -> None:
@@ -53,7 +53,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if nginx_executable() is None:
         _missing("nginx is not installed (make nginx installs Debian's)")
     assert base is not None
-    with isolated_schema(base) as url, Cluster.start(tmp_path_factory.mktemp("cluster"), database_url=url) as c:
+    with isolated_schema(base) as url, Cluster.start(tmp_path_factory.mktemp("cluster"), database_url=url,
+                                                         recheck_cards=False) as c:
         yield c
 
 

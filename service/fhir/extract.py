@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from service.knowledge.codes import Codes
@@ -62,17 +62,22 @@ def observation_instant(obs: Mapping[str, Any]) -> Instant | None:
     return None
 
 
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, at the cost of a type check for the dicts parsed JSON is made of."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def codings(codeable: Mapping[str, Any] | None) -> Iterator[Mapping[str, Any]]:
-    if not isinstance(codeable, Mapping) or not isinstance(codeable.get("coding"), list):
+    if not _is_map(codeable) or not isinstance(codeable.get("coding"), list):
         return
     for c in codeable["coding"]:
-        if isinstance(c, Mapping):
+        if _is_map(c):
             yield c
 
 
 def texts(codeable: Mapping[str, Any] | None) -> Iterator[str]:
     """``text`` then every coding ``display`` of a CodeableConcept."""
-    if not isinstance(codeable, Mapping):
+    if not _is_map(codeable):
         return
     if isinstance(codeable.get("text"), str):
         yield codeable["text"]
@@ -108,6 +113,27 @@ def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> 
     ):
         return False
     return coded or any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
+
+
+def first_concept(codeable: Mapping[str, Any], codes: Codes, concepts: Sequence[str]) -> str | None:
+    """The first of ``concepts`` a CodeableConcept names (as :func:`concept_matches`, tried in order).
+
+    Concepts known by code alone (no text patterns: the LOINC lab and body-size concepts) are told by one look-up
+    per coding (``Codes.concepts_of_pair``) instead of one pass over the codings per concept.
+    """
+    named: set[str] = set()
+    for c in codings(codeable):
+        system, code = c.get("system"), c.get("code")
+        if isinstance(system, str) and isinstance(code, str):
+            named.update(codes.concepts_of_pair.get((codes.canonical_uri(system), code), ()))
+    for name in concepts:
+        spec = codes.concepts[name]
+        if spec.text_patterns or spec.exclude_text_patterns:
+            if concept_matches(codeable, codes, name):
+                return name
+        elif name in named:
+            return name
+    return None
 
 
 def reference_id(ref: Any, resource_type: str | None = None) -> str | None:

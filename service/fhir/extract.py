@@ -107,12 +107,27 @@ def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> 
             break
     if not coded and not spec.text_patterns:
         return False  # the common case on the hot path: another concept's coding, nothing to read
-    all_text = list(texts(codeable))
-    if spec.exclude_text_patterns and any(
-        _pattern(p).search(t) for p in spec.exclude_text_patterns for t in all_text
-    ):
+    key = (spec.text_patterns, spec.exclude_text_patterns, coded, tuple(texts(codeable)))
+    verdict = _TEXT_VERDICTS.get(key)
+    if verdict is None:  # a chart names the same few drugs in the same words on hundreds of records
+        verdict = _text_verdict(*key)
+        if len(_TEXT_VERDICTS) >= _TEXT_VERDICTS_MAX:
+            _TEXT_VERDICTS.clear()
+        _TEXT_VERDICTS[key] = verdict
+    return verdict
+
+
+_TEXT_VERDICTS: dict[tuple[tuple[str, ...], tuple[str, ...], bool, tuple[str, ...]], bool] = {}
+"""(text patterns, exclude patterns, coded, texts) → :func:`concept_matches`' verdict, for this process; emptied
+when it reaches ``_TEXT_VERDICTS_MAX`` entries (free text never makes it grow without bound)."""
+_TEXT_VERDICTS_MAX = 4096
+
+
+def _text_verdict(patterns: tuple[str, ...], excludes: tuple[str, ...], coded: bool, all_text: tuple[str, ...]
+                  ) -> bool:
+    if excludes and any(_pattern(p).search(t) for p in excludes for t in all_text):
         return False
-    return coded or any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
+    return coded or any(_pattern(p).search(t) for p in patterns for t in all_text)
 
 
 def first_concept(codeable: Mapping[str, Any], codes: Codes, concepts: Sequence[str]) -> str | None:

@@ -38,6 +38,7 @@ from service.offload import CpuPool, load_evaluator
 from service.pipeline import Engine
 from service.preview import mount as mount_preview
 from service.routes import router
+from service.server import freeze_startup_heap
 from service.settings import Settings, get_settings
 from service.store import CardMap, IssuedCardWriter, StorePurger, open_store
 from service.tools.cards_check import check_at_start_up
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             if app.state.start_cpu_workers:
                 await cpu.start()  # a served app has its workers ready before the first large call
+                freeze_startup_heap()
             try:
                 yield
             finally:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import multiprocessing
 import signal
@@ -62,11 +63,13 @@ def evaluator() -> Evaluator:
     return _WORKER
 
 
-def _init_worker(settings: Settings, configure_logs: bool) -> None:
+def _init_worker(settings: Settings, own_process: bool) -> None:
     global _WORKER
-    if configure_logs:
+    if own_process:
         logs.configure_logging(settings.log_level)
     _WORKER = load_evaluator(settings)
+    if own_process:
+        gc.freeze()  # the knowledge, cards and modules live as long as the worker: no collection walks them again
 
 
 def load_evaluator(settings: Settings) -> Evaluator:
@@ -120,11 +123,18 @@ def carry_errors(deadline_s: float | None, function: Callable[..., T], *args: An
     """Run ``function`` in a worker; a ``CdsServiceError`` comes back as a picklable ``Refused``.
 
     With ``deadline_s`` (worker processes: the work runs in their main thread), an interval timer interrupts the
-    work when it passes, and the worker lives on for the next call.
+    work when it passes, and the worker lives on for the next call; and the garbage collector pauses while the
+    work runs. Parsing a large body makes millions of objects, none of them in a cycle (a JSON tree): each
+    collection the allocations set off would walk all of them again for nothing (measured: the parse of a
+    7 MB body took twice as long with collections running). What the work leaves behind is freed when it
+    returns; any cycle it made, by the next collection after it.
     """
+    paused = deadline_s is not None and gc.isenabled()
     if deadline_s is not None:
         previous = signal.signal(signal.SIGALRM, _deadline_passed)
         signal.setitimer(signal.ITIMER_REAL, deadline_s)
+    if paused:
+        gc.disable()
     try:
         return function(*args)
     except _DeadlinePassed:
@@ -134,6 +144,8 @@ def carry_errors(deadline_s: float | None, function: Callable[..., T], *args: An
     except CdsServiceError as exc:
         raise Refused.of(exc) from None
     finally:
+        if paused:
+            gc.enable()
         if deadline_s is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from service.knowledge.codes import Codes
@@ -62,17 +62,22 @@ def observation_instant(obs: Mapping[str, Any]) -> Instant | None:
     return None
 
 
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, at the cost of a type check for the dicts parsed JSON is made of."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def codings(codeable: Mapping[str, Any] | None) -> Iterator[Mapping[str, Any]]:
-    if not isinstance(codeable, Mapping) or not isinstance(codeable.get("coding"), list):
+    if not _is_map(codeable) or not isinstance(codeable.get("coding"), list):
         return
     for c in codeable["coding"]:
-        if isinstance(c, Mapping):
+        if _is_map(c):
             yield c
 
 
 def texts(codeable: Mapping[str, Any] | None) -> Iterator[str]:
     """``text`` then every coding ``display`` of a CodeableConcept."""
-    if not isinstance(codeable, Mapping):
+    if not _is_map(codeable):
         return
     if isinstance(codeable.get("text"), str):
         yield codeable["text"]
@@ -102,12 +107,48 @@ def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> 
             break
     if not coded and not spec.text_patterns:
         return False  # the common case on the hot path: another concept's coding, nothing to read
-    all_text = list(texts(codeable))
-    if spec.exclude_text_patterns and any(
-        _pattern(p).search(t) for p in spec.exclude_text_patterns for t in all_text
-    ):
+    key = (spec.text_patterns, spec.exclude_text_patterns, coded, tuple(texts(codeable)))
+    verdict = _TEXT_VERDICTS.get(key)
+    if verdict is None:  # a chart names the same few drugs in the same words on hundreds of records
+        verdict = _text_verdict(*key)
+        if len(_TEXT_VERDICTS) >= _TEXT_VERDICTS_MAX:
+            _TEXT_VERDICTS.clear()
+        _TEXT_VERDICTS[key] = verdict
+    return verdict
+
+
+_TEXT_VERDICTS: dict[tuple[tuple[str, ...], tuple[str, ...], bool, tuple[str, ...]], bool] = {}
+"""(text patterns, exclude patterns, coded, texts) → :func:`concept_matches`' verdict, for this process; emptied
+when it reaches ``_TEXT_VERDICTS_MAX`` entries (free text never makes it grow without bound)."""
+_TEXT_VERDICTS_MAX = 4096
+
+
+def _text_verdict(patterns: tuple[str, ...], excludes: tuple[str, ...], coded: bool, all_text: tuple[str, ...]
+                  ) -> bool:
+    if excludes and any(_pattern(p).search(t) for p in excludes for t in all_text):
         return False
-    return coded or any(_pattern(p).search(t) for p in spec.text_patterns for t in all_text)
+    return coded or any(_pattern(p).search(t) for p in patterns for t in all_text)
+
+
+def first_concept(codeable: Mapping[str, Any], codes: Codes, concepts: Sequence[str]) -> str | None:
+    """The first of ``concepts`` a CodeableConcept names (as :func:`concept_matches`, tried in order).
+
+    Concepts known by code alone (no text patterns: the LOINC lab and body-size concepts) are told by one look-up
+    per coding (``Codes.concepts_of_pair``) instead of one pass over the codings per concept.
+    """
+    named: set[str] = set()
+    for c in codings(codeable):
+        system, code = c.get("system"), c.get("code")
+        if isinstance(system, str) and isinstance(code, str):
+            named.update(codes.concepts_of_pair.get((codes.canonical_uri(system), code), ()))
+    for name in concepts:
+        spec = codes.concepts[name]
+        if spec.text_patterns or spec.exclude_text_patterns:
+            if concept_matches(codeable, codes, name):
+                return name
+        elif name in named:
+            return name
+    return None
 
 
 def reference_id(ref: Any, resource_type: str | None = None) -> str | None:

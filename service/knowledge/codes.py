@@ -48,6 +48,8 @@ class Codes(Strict):
     key_of_uri: ClassVar[dict[str, str]]
     canonical_of_uri: ClassVar[dict[str, str]]
     wanted_of_concept: ClassVar[dict[str, frozenset[tuple[str, str]]]]
+    concepts_of_pair: ClassVar[dict[tuple[str, str], frozenset[str]]]
+    """(system URI, code) → the concepts listing that coding."""
 
     def model_post_init(self, context: Any, /) -> None:
         keys = {**dict(self.system_aliases), **{uri: key for key, uri in self.code_systems.items()}}
@@ -57,6 +59,11 @@ class Codes(Strict):
             name: frozenset((self.code_systems[c.system], c.code) for c in concept.codings)
             for name, concept in self.concepts.items()
         })
+        names: dict[tuple[str, str], set[str]] = {}
+        for name, pairs in self.wanted_of_concept.items():
+            for pair in pairs:
+                names.setdefault(pair, set()).add(name)
+        object.__setattr__(self, "concepts_of_pair", {pair: frozenset(n) for pair, n in names.items()})
 
     def system_key(self, uri: str) -> str | None:
         """The ``[code_systems]`` key for a system URI, aliases included."""

@@ -95,6 +95,15 @@ def _any_of(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     return (re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE),) if patterns else ()
 
 
+def _one_search(patterns: list[str], *, also: re.Pattern[str]) -> tuple[re.Pattern[str], ...]:
+    """Case-insensitive ``patterns`` as one alternation (one search per text), and ``also`` as compiled; each
+    pattern on its own when they cannot share one expression (a named group used twice)."""
+    try:
+        return (*_any_of(tuple(patterns)), also)
+    except re.error:
+        return (*_compiled(tuple(patterns)), also)
+
+
 class OtherEvents(Provenance):
     """Graded AdverseEvents that are none of the named toxicities ("other clinically relevant")."""
 
@@ -283,6 +292,13 @@ class Toxicity(Strict):
     unrelated_res: ClassVar[tuple[re.Pattern[str], ...]]
     grade_of_code: ClassVar[Mapping[tuple[str, str], int | None]]
     """(system key, code) → grade of ``grades.codings``."""
+    observation_codes: ClassVar[frozenset[tuple[str, str]]]
+    """(system key, code) that can make an Observation a toxicity record: the CRS, neurological and seizure codes
+    and the grade codes."""
+    observation_texts: ClassVar[tuple[re.Pattern[str], ...]]
+    """The patterns that can make an Observation a toxicity record when one of its texts matches: the CRS,
+    neurological and seizure text patterns, the ICE patterns, "grade" and grading-system words, a grade in free
+    text. An Observation none of whose codes, texts or extensions can is no record (``timeline.toxicity``)."""
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> Toxicity:
@@ -332,6 +348,13 @@ class Toxicity(Strict):
         object.__setattr__(self, "other_exclude_res", _any_of(self.other_events.exclude_text_patterns))
         object.__setattr__(self, "condition_exclude_res", _any_of(self.conditions.exclude_text_patterns))
         object.__setattr__(self, "grade_of_code", {(c.system, c.code): c.grade for c in self.grades.codings})
+        graded = ("crs", "neuro", "seizure")
+        object.__setattr__(self, "observation_codes", frozenset(
+            (*(k for name in graded for k in self.matchers[name].coded), *self.grade_of_code)))
+        object.__setattr__(self, "observation_texts", _one_search(
+            [p for name in graded for p in getattr(self.concepts, name).text_patterns]
+            + [*self.ice_score.text_patterns, *self.graded_observations.grading_system_patterns,
+               *self.graded_observations.says_grade_patterns], also=self.grade_text_re))
         return self
 
     def checked(self, codes: Codes) -> Toxicity:

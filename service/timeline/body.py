@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.fhir.extract import concept_matches, observation_instant, parse_instant
+from service.fhir.extract import first_concept, observation_instant, parse_instant
 from service.knowledge import Knowledge
 from service.timeline.dose import quantity_unit
 from service.timeline.model import BodySize
+
+_CONCEPTS = ("body_weight", "body_height", "body_surface_area")
+"""Tried in this order: the first a code names is the measurement's kind."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,17 @@ def build_body(
         code = obs.get("code")
         if not isinstance(code, Mapping):
             continue
+        concept = first_concept(code, kb.codes, _CONCEPTS)
+        if concept is None:
+            continue
         instant = observation_instant(obs)
         if instant is None or instant.at > now:
             continue
-        if concept_matches(code, kb.codes, "body_weight"):
+        if concept == "body_weight":
             weights.append(_measure(obs, instant.at, units.weight_to_kg, units.norm))
-        elif concept_matches(code, kb.codes, "body_height"):
+        elif concept == "body_height":
             heights.append(_measure(obs, instant.at, units.height_to_cm, units.norm))
-        elif concept_matches(code, kb.codes, "body_surface_area"):
+        else:
             bsas.append(_measure(obs, instant.at, {"m2": 1.0}, units.norm))
 
     weights = [w for w in weights if w.problem != "no-value"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from service.fhir.extract import codings, concept_matches, observation_instant, parse_instant, relative_ref
+from service.fhir.extract import codings, first_concept, observation_instant, parse_instant, relative_ref
 from service.knowledge import Knowledge
 from service.knowledge.labs import Analyte, AnalyteId, unit_key
 from service.timeline.dose import quantity_unit
@@ -70,8 +70,10 @@ def build_labs(
             continue
         seen.add(ref)
         analyte = _analyte_of(obs, kb)
+        if analyte is None:
+            continue
         at = _effective(obs)
-        if analyte is None or at is None or at > now:
+        if at is None or at > now:
             continue
         if policy.lookback_days is not None and now - at > dt.timedelta(days=policy.lookback_days):
             continue
@@ -94,10 +96,9 @@ def _analyte_of(obs: Mapping[str, Any], kb: Knowledge) -> AnalyteId | None:
     code = obs.get("code")
     if not isinstance(code, Mapping):
         return None
-    for name, analyte in kb.labs.analytes.items():
-        if concept_matches(code, kb.codes, analyte.concept):
-            return name
-    return None
+    analytes = kb.labs.analytes
+    concept = first_concept(code, kb.codes, [a.concept for a in analytes.values()])
+    return next((name for name, a in analytes.items() if a.concept == concept), None) if concept else None
 
 
 def _effective(obs: Mapping[str, Any]) -> dt.datetime | None:

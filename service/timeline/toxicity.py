@@ -106,13 +106,15 @@ class _Reader:
         self.absent_codes = {(c.system, c.code) for c in findings.absent_codings}
         self.normal_codes = {(c.system, c.code) for c in findings.normal_interpretations}
         self.med_by_ref = {relative_ref(r): r for r in medication_resources if isinstance(r, Mapping)}
+        self.record_texts: dict[str, bool] = {}
+        """Text → whether it can make an Observation a record (``_may_be_record``; this call's texts only)."""
         self.key_by_coding: dict[tuple[str, str], str] = {}
         """(system, code) → the key of the "other" event first read with that coding."""
 
     # -------------------------------------------------------------- resources
 
     def observation(self, obs: Mapping[str, Any]) -> Iterator[ToxicityRecord]:
-        if obs.get("status") in _IGNORED_STATUSES:
+        if obs.get("status") in _IGNORED_STATUSES or not self._may_be_record(obs):
             return
         instant = observation_instant(obs)
         if instant is None or "dataAbsentReason" in obs:
@@ -164,6 +166,39 @@ class _Reader:
             grade, from_text = self.text_grade([*code_texts, *_notes(obs)])
         yield replace(base, kind=kind, grade=grade, grade_from_text=from_text, label=label, grading_system=method,
                       name_key=name_key, absent=grade == 0)
+
+    def _may_be_record(self, obs: Mapping[str, Any]) -> bool:
+        """Whether anything in the Observation can make it a toxicity record: a CRS, neurological, seizure or grade
+        code in its code or value, a grade extension, or a text (code, value, method) matching one of the patterns
+        that recognise a toxicity, an ICE score or a grade. Everything else (the labs and vital signs that make
+        up most of a long history, a nurse's free-text note) is no record, read without the rest of the reader.
+
+        A quick, exact test: every record ``observation`` yields needs one of these (its kind from a code or
+        text, an ICE score, or a grade from a code, an extension, a grading system or grade words)."""
+        codes = self.tox.observation_codes
+        system_key = self.kb.codes.system_key
+        value_cc = obs.get("valueCodeableConcept")
+        for codeable in (obs.get("code"), value_cc):
+            for c in codings(codeable):
+                system = c.get("system")
+                if isinstance(system, str) and (system_key(system), str(c.get("code"))) in codes:
+                    return True
+        urls = self.tox.grades.extension_urls
+        for ext in obs.get("extension") or ():
+            if isinstance(ext, Mapping) and ext.get("url") in urls:
+                return True
+        value_string = obs.get("valueString")
+        candidates = [*texts(obs.get("code")), *texts(value_cc), *texts(obs.get("method"))]
+        if isinstance(value_string, str):
+            candidates.append(value_string)
+        known = self.record_texts
+        for text in candidates:
+            says = known.get(text)
+            if says is None:  # a long history repeats a few dozen code names thousands of times: search each once
+                says = known[text] = _search_any(self.tox.observation_texts, [text])
+            if says:
+                return True
+        return False
 
     def _seizure_observation(self, obs: Mapping[str, Any], base: ToxicityRecord, code: Mapping[str, Any],
                              value_texts: Sequence[str]) -> Iterator[ToxicityRecord]:

@@ -35,12 +35,22 @@ _PLAIN_BLOCK_START = re.compile(
 )
 
 
+# What could make either function change a value: anything its steps act on. A value with none of it (most
+# facts: numbers with units, dates, drug names) is returned as it is, without running the steps.
+_MD_NEEDS_WORK = re.compile(r"[\\`*_\[\]()#|!~<>&]|[^\S ]|  |^ | $|://|(?i:www\.)|^[-+=]|^\d{1,9}[.)](?:\s|$)")
+_PLAIN_NEEDS_WORK = re.compile(r"[<>\[\]]|[^\S ]|  |^ | $|^[#*+`~_=-]|^\d{1,9}[.)](?:\s|$)")
+
+
 def _collapsed(value: str) -> str:
     return _WHITESPACE.sub(" ", value).strip()
 
 
 def markdown(value: str) -> str:
     """A chart value for a Markdown field: it renders as the words it is, never as structure."""
+    return _markdown(value) if _MD_NEEDS_WORK.search(value) else value
+
+
+def _markdown(value: str) -> str:
     text = _MD_INLINE.sub(lambda m: _MD_ENTITIES.get(m[0], "\\" + m[0]), _collapsed(value))
     text = _MD_AUTOLINK.sub(lambda m: f"{m[1]}\\:" if m[1] else f"{m[2]}\\.", text)
     block = _MD_BLOCK_START.match(text)
@@ -53,6 +63,10 @@ def markdown(value: str) -> str:
 
 def plain(value: str) -> str:
     """A chart value for a plain-text field: one line, no tag, nothing a Markdown renderer would build on."""
+    return _plain(value) if _PLAIN_NEEDS_WORK.search(value) else value
+
+
+def _plain(value: str) -> str:
     text = _collapsed(value).translate(_PLAIN_SWAP)
     while (stripped := _PLAIN_BLOCK_START.sub(lambda m: m[3] or "", text, count=1).lstrip()) != text:
         text = stripped  # "- # x", "1. - x": one marker hides another

@@ -133,6 +133,8 @@ def _deltas(reference: dt.datetime, now: dt.datetime) -> tuple[dt.timedelta, int
 def _shifted(name: str, call_id: str, key: str, now: dt.datetime) -> Any:
     call = _call(name, call_id)
     delta, days = _deltas(parse_instant(call["reference_instant"]), now)
+    if not delta and not days:  # at the reference instant (``cards check``, start-up): nothing moves
+        return _read(name, call[key])
     return shift_dates(_read(name, call[key]), delta=delta, days=days)
 
 

@@ -17,6 +17,7 @@ the shared client. Nothing else calls the rules or the card templates.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("blina_cds.pipeline")
 
 _RANK = {"critical": 0, "warning": 1, "info": 2}
+_FROM_BODY = frozenset({"prefetched", "null"})
+"""Prefetch key states whose data came in the request body (``prefetch.Resolved.states``)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Engine:
     cpu: CpuPool | None = None
     """Workers for large calls; ``None`` evaluates everything on the event loop."""
 
-    @property
+    @functools.cached_property
     def evaluator(self) -> Evaluator:
         return Evaluator(kb=self.kb, catalog=dict(self.catalog), renderer=self.renderer)
 
@@ -126,7 +129,10 @@ async def run(service: CdsService, request: HookRequest, *, caller: Caller, engi
 
     resolved = await _resolve(service.prefetch, request, caller=caller, engine=engine,   # 1
                               to_read=lambda data: medications_to_read(context, data, engine.kb))
-    payload = _payload(context, resolved.data) if engine.cpu is not None else None
+    # Data that all came in the body is no larger than the body, which ``call`` found small: no need to write it
+    # out to measure it. Only fetched data can make a small call large.
+    fetched = any(state not in _FROM_BODY for state in resolved.states.values())
+    payload = _payload(context, resolved.data) if engine.cpu is not None and fetched else None
     if engine.cpu is not None and payload is not None and len(payload) > engine.cpu.inline_max_bytes:
         evaluated = await engine.cpu.submit(_evaluate_payload, service.id, payload, resolved.states, now)
     else:

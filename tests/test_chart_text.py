@@ -7,8 +7,10 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from service import examples
+from service import chart_text, examples
 from service.chart_text import markdown, plain
 from service.routes import now_utc
 from tests.conftest import PATIENT_VIEW, AppFactory
@@ -97,3 +99,22 @@ async def test_hostile_chart_text_reaches_no_card_field_as_structure(make_app: A
     event_line = next(line for line in detail.splitlines() if "grade 3" in line)
     assert event_line.startswith("**") and not _STRUCTURE.search(event_line)
     assert not re.search(r"(?m)^(#|---|\* item|- item|1\. item)", detail)
+
+
+# The shortcut for values that need no escaping must give exactly what the full treatment gives: drawn from the
+# characters the steps act on, mixed with ordinary words, digits and every kind of whitespace.
+_PIECES = st.sampled_from([*"\\`*_[]()#|!~<>&:/.-+=)\t\n\r\x0b\x0c\xa0 ", "www.", "WWW.", "http://", "a", "Z", "7",
+                           "12", "µg", "m²", " — ", "  "])
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_values_that_need_no_escaping_are_returned_as_the_full_treatment_would(text: str) -> None:
+    assert markdown(text) == chart_text._markdown(text)
+    assert plain(text) == chart_text._plain(text)
+
+
+@pytest.mark.parametrize("text", ["9 µg/day", "2026-03-10 09:00", "1.97 m²", "cycle 3, day 1", "28 mcg/24 hr"])
+def test_ordinary_facts_pass_through_unchanged(text: str) -> None:
+    assert markdown(text) == text
+    assert plain(text) == text

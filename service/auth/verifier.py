@@ -189,11 +189,20 @@ class JwtVerifier:
                       ctx: dict[str, str | None]) -> Caller:
         token = _bearer_token(authorization)
 
-        # 1. The unverified header: reject what we could never accept before any key work.
+        # 1. The unverified header: reject what we could never accept before any key work. One parse gives the
+        #    header and the claims of a well-formed token; a malformed one is parsed again, step by step, so the
+        #    reason names the part that is wrong (and a bad header is still reported before a bad payload).
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"malformed JWT header: {exc}") from None
+            parsed = jwt.decode_complete(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            parsed = None
+        if parsed is not None:
+            header = parsed["header"]
+        else:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.PyJWTError as exc:
+                raise AuthError(f"malformed JWT header: {exc}") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise AuthError(f"alg {_show(alg)} not allowed (asymmetric algorithms only)")
@@ -208,10 +217,13 @@ class JwtVerifier:
             raise AuthError("jku header is not a string")
 
         # 2. The unverified iss, only to pick the keys.
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"malformed JWT payload: {exc}") from None
+        if parsed is not None:
+            unverified = parsed["payload"]
+        else:
+            try:
+                unverified = jwt.decode(token, options={"verify_signature": False})
+            except jwt.PyJWTError as exc:
+                raise AuthError(f"malformed JWT payload: {exc}") from None
         iss = unverified.get("iss")
         if not isinstance(iss, str) or not iss:
             raise AuthError("iss missing")

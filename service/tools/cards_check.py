@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -294,16 +296,21 @@ def check(cards_dir: Path | None = None, knowledge_dir: Path | None = None, *,
 
 
 _PASSED: set[tuple[str, ...]] = set()
+PASSED_ENV = "_BLINA_CDS_CARDS_CHECKED"
+"""Set by a process whose check passed, for the processes it starts: ``blina-cds serve`` checks before uvicorn
+starts its workers, and each worker then skips the same check of the same files (a check takes seconds of CPU)."""
 
 
 def check_at_start_up(renderer: CardRenderer, kb: Knowledge) -> None:
     """Raise ``KnowledgeError`` naming every problem (start-up stops), as ``cards check`` reports them.
 
-    Each worker process checks once per set of card files and knowledge (tests build many apps).
+    Checked once per set of card files, knowledge and examples folder: in a process (tests build many apps) and
+    in the processes it starts (``PASSED_ENV``).
     """
     key = (kb.fingerprint, str(examples.examples_dir().resolve()),
            *sorted(f"{r}:{t.file.origin}:{t.file.sha256}" for r, t in renderer.templates.items() if t.file))
-    if kb.fingerprint and key in _PASSED:
+    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()
+    if kb.fingerprint and (key in _PASSED or os.environ.get(PASSED_ENV) == digest):
         return
     if not examples.names():  # a deployment without fhir_examples/: the files parsed and compiled; say what is skipped
         log.warning("cards not rendered at start-up: no example patients in %s (run `blina-cds cards check` where "
@@ -313,6 +320,8 @@ def check_at_start_up(renderer: CardRenderer, kb: Knowledge) -> None:
     problems = problems + check_renderer(renderer, found)
     if not problems:
         _PASSED.add(key)
+        if kb.fingerprint:
+            os.environ[PASSED_ENV] = digest
     if problems:
         first = problems[0]
         more = "".join(f"\n  {p}" for p in problems[1:])

@@ -53,28 +53,31 @@ class LiveService:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-SERVE = [sys.executable, "-m", "tests.serve_checked"]
-"""``blina-cds serve`` (see :mod:`tests.serve_checked`): the live servers and the reliability replicas start with it."""
+SERVE = [sys.executable, "-m", "service.cli", "serve"]
+"""``blina-cds serve``: the live servers and the reliability replicas start with it."""
 
 
 @functools.cache
 def _checked_here() -> str:
-    """Check the shipped card files in this process once (as every in-process app does), and return the keys."""
+    """Check the shipped card files in this process once (as every in-process app does); their start-up mark."""
     from service.offload import load_evaluator
     from service.settings import Settings
-    from service.tools.cards_check import check_at_start_up
-    from tests.serve_checked import passed_keys
+    from service.tools.cards_check import check_at_start_up, start_up_mark
 
     loaded = load_evaluator(Settings(auth="off"))
     check_at_start_up(loaded.renderer, loaded.kb)
-    return passed_keys()
+    return start_up_mark(loaded.renderer, loaded.kb)
 
 
-def serve_environment(environment: dict[str, str]) -> dict[str, str]:
-    """``environment`` for a :data:`SERVE` process, with the card checks this process has passed."""
-    from tests.serve_checked import CHECKED_ENV
+def serve_environment(environment: dict[str, str], *, recheck_cards: bool = False) -> dict[str, str]:
+    """``environment`` for a :data:`SERVE` process. Start-up checks every card against its examples (seconds of CPU);
+    a server on the shipped files skips the check this process has passed (``PASSED_ENV``, as uvicorn's workers do
+    after ``serve`` checked), and a server on any other file (a site overlay, a broken card) is checked in full.
+    ``recheck_cards`` keeps the full check (``make chaos`` and ``make soak``: a restart costs what it costs)."""
+    from service.tools.cards_check import PASSED_ENV
 
-    return {**environment, CHECKED_ENV: _checked_here()}
+    base = {k: v for k, v in environment.items() if k != PASSED_ENV}
+    return base if recheck_cards else {**base, PASSED_ENV: _checked_here()}
 
 
 def _lower_open_file_limit(soft: int) -> Callable[[], None]:

@@ -301,15 +301,24 @@ PASSED_ENV = "_BLINA_CDS_CARDS_CHECKED"
 starts its workers, and each worker then skips the same check of the same files (a check takes seconds of CPU)."""
 
 
+def _start_up_key(renderer: CardRenderer, kb: Knowledge) -> tuple[str, ...]:
+    return (kb.fingerprint, str(examples.examples_dir().resolve()),
+            *sorted(f"{r}:{t.file.origin}:{t.file.sha256}" for r, t in renderer.templates.items() if t.file))
+
+
+def start_up_mark(renderer: CardRenderer, kb: Knowledge) -> str:
+    """The value of ``PASSED_ENV`` that lets a started process skip the check of these card files and knowledge."""
+    return hashlib.sha256("\0".join(_start_up_key(renderer, kb)).encode()).hexdigest()
+
+
 def check_at_start_up(renderer: CardRenderer, kb: Knowledge) -> None:
     """Raise ``KnowledgeError`` naming every problem (start-up stops), as ``cards check`` reports them.
 
     Checked once per set of card files, knowledge and examples folder: in a process (tests build many apps) and
     in the processes it starts (``PASSED_ENV``).
     """
-    key = (kb.fingerprint, str(examples.examples_dir().resolve()),
-           *sorted(f"{r}:{t.file.origin}:{t.file.sha256}" for r, t in renderer.templates.items() if t.file))
-    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()
+    key = _start_up_key(renderer, kb)
+    digest = start_up_mark(renderer, kb)
     if kb.fingerprint and (key in _PASSED or os.environ.get(PASSED_ENV) == digest):
         return
     if not examples.names():  # a deployment without fhir_examples/: the files parsed and compiled; say what is skipped

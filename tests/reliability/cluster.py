@@ -172,7 +172,7 @@ class Cluster:
     @contextlib.contextmanager
     def start(cls, workdir: Path, *, database_url: str, recheck_cards: bool = True) -> Iterator[Cluster]:
         """``recheck_cards=False`` (the short tests): the replicas skip the start-up card check this process passed
-        (:mod:`tests.serve_checked`); ``make chaos`` and ``make soak`` keep it, so a restart costs what it costs."""
+        (``tests.live.serve_environment``); ``make chaos`` and ``make soak`` keep it: a restart costs what it costs."""
         nginx_bin = nginx_executable()
         if nginx_bin is None:
             raise RuntimeError(f"nginx is not installed (run `make nginx`, or set {NGINX_ENV})")
@@ -189,8 +189,7 @@ class Cluster:
                 "BLINA_CDS_PUBLIC_BASE_URL": base, "BLINA_CDS_DATABASE_URL": database_url,
                 "BLINA_CDS_LOG_LEVEL": "WARNING",
             })
-            if not recheck_cards:
-                common = serve_environment(common)
+            common = serve_environment(common, recheck_cards=recheck_cards)
             replicas = {}
             for name in ("a", "b"):
                 port = free_port()

@@ -28,7 +28,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,9 +170,11 @@ class Cluster:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, workdir: Path, *, database_url: str, recheck_cards: bool = True) -> Iterator[Cluster]:
+    def start(cls, workdir: Path, *, database_url: str, recheck_cards: bool = True,
+              settings: Mapping[str, str] | None = None) -> Iterator[Cluster]:
         """``recheck_cards=False`` (the short tests): the replicas skip the start-up card check this process passed
-        (``tests.live.serve_environment``); ``make chaos`` and ``make soak`` keep it: a restart costs what it costs."""
+        (``tests.live.serve_environment``); ``make chaos`` and ``make soak`` keep it: a restart costs what it costs.
+        ``settings``: more ``BLINA_CDS_*`` settings for both replicas."""
         nginx_bin = nginx_executable()
         if nginx_bin is None:
             raise RuntimeError(f"nginx is not installed (run `make nginx`, or set {NGINX_ENV})")
@@ -189,6 +191,7 @@ class Cluster:
                 "BLINA_CDS_PUBLIC_BASE_URL": base, "BLINA_CDS_DATABASE_URL": database_url,
                 "BLINA_CDS_LOG_LEVEL": "WARNING",
             })
+            common.update(settings or {})
             common = serve_environment(common, recheck_cards=recheck_cards)
             replicas = {}
             for name in ("a", "b"):

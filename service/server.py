@@ -1,6 +1,6 @@
 """How the HTTP server is run: uvicorn's connection limits, a request-head timeout, the open-file limit.
 
-    blina-cds serve      # uvicorn.run(..., **uvicorn_options(settings)) after raise_open_file_limit()
+    blina-cds serve      # uvicorn.run(..., **serve_options(settings)) after raise_open_file_limit()
 
 Idle connections are what exhausts a server first: each holds a file descriptor, and uvicorn (h11) never
 times out a connection that has not sent a request yet. ``GuardedH11Protocol`` closes a connection whose
@@ -81,4 +81,16 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }
+
+
+def serve_options(settings: Settings) -> dict[str, Any]:
+    """Everything ``blina-cds serve`` passes to ``uvicorn.run`` besides the app, address and worker count (the
+    benchmark's floor app, tests/bench/floor.py, runs on exactly these)."""
+    return {
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "server_header": False,
+        **uvicorn_options(settings),
     }

@@ -6,7 +6,7 @@ FHIR_VENV := .venv-fhir
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: install install-test run test test-fast lint bench chaos soak nginx fhir-server fhir-dev postgres chromium venv-support clean
+.PHONY: install install-test run test test-fast lint bench microbench chaos soak nginx fhir-server fhir-dev postgres chromium venv-support clean
 
 # Debian ships `venv`/`ensurepip` apart from Python (python3.11-venv): a fresh machine cannot create a venv
 # without it. Install it when we can (CI runs as root), otherwise say what is missing.
@@ -85,6 +85,13 @@ test-fast: install-test
 ## bench: hook-call latency and throughput against a local server (exits 1 when a target is missed)
 bench: install-test
 	$(PY) -m tests.bench.hook_latency
+
+## microbench: per-stage micro-benchmarks with real timings (`make test` runs them once, untimed); saved under var/microbench and compared with the last run
+MICROBENCH_SAVED = $(wildcard var/microbench/*/*.json)
+microbench: install-test
+	$(PY) -m pytest tests/bench/test_microbench.py -q --benchmark-enable --benchmark-sort=name \
+	  --benchmark-columns=min,median,mean,stddev,rounds --benchmark-storage=var/microbench --benchmark-autosave \
+	  $(if $(MICROBENCH_SAVED),--benchmark-compare) $(MICROBENCH_ARGS)
 
 # The reliability runs: nginx, two replicas sharing a throw-away PostgreSQL, sekmet-fhir (tests/reliability/).
 SOAK_SECONDS ?= $(or $(BLINA_CDS_SOAK_SECONDS),600)

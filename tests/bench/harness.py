@@ -151,21 +151,10 @@ def service_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("BLINA_CDS_") and k not in fixed}
 
 
-@dataclass
-class FloorApp:
-    base: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def wait(self) -> None:
-        """Until it answers ``/healthz`` (it starts while the service does)."""
-        wait_healthy(self.process, self.base, timeout_s=START_TIMEOUT_S,
-                     log_tail=lambda: self.log_path.read_text(errors="replace")[-4000:])
-
-
 @contextlib.contextmanager
-def floor_app(tmp: Path) -> Iterator[FloorApp]:
-    """``tests/bench/floor.py`` started on a free port with the service's ``BLINA_CDS_*`` settings; stopped after."""
+def floor_app(tmp: Path) -> Iterator[LiveService]:
+    """``tests/bench/floor.py`` started on a free port with the service's ``BLINA_CDS_*`` settings (not waited for:
+    it starts while the service does; ``wait_started``); stopped after."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLINA_CDS_")}
     env.update({"BLINA_CDS_AUTH": "off", "BLINA_CDS_LOG_LEVEL": "WARNING", **service_env()})
@@ -174,9 +163,13 @@ def floor_app(tmp: Path) -> Iterator[FloorApp]:
         process = subprocess.Popen([sys.executable, "-m", "tests.bench.floor", "--port", str(port)], cwd=REPO,
                                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        yield FloorApp(f"http://127.0.0.1:{port}", process, log_path)
+        yield LiveService(f"http://127.0.0.1:{port}", process, log_path)
     finally:
         stop_process(process)
+
+
+def wait_started(app: LiveService) -> None:
+    wait_healthy(app.process, app.base, timeout_s=START_TIMEOUT_S, log_tail=app.log_tail)
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -231,14 +224,15 @@ class Verdict:
     met: bool
 
 
-def alternate(pairs: list[tuple[Side, Callable[[], WrkResult]]], rounds: int, log: Callable[[str], None]) -> None:
-    """``rounds`` rounds of each (side, run) pair, the pair's order reversed every other round."""
+def alternate(pairs: list[tuple[str, Side, Callable[[], WrkResult]]], rounds: int,
+              log: Callable[[str], None]) -> None:
+    """``rounds`` rounds of each (name, side, run), their order reversed every other round."""
     for r in range(rounds):
-        for side, run in (pairs if r % 2 == 0 else pairs[::-1]):
+        for name, side, run in (pairs if r % 2 == 0 else pairs[::-1]):
             result = run()
             side.rounds.append(result)
-            log(f"  round {r + 1}: {result.rps:9.1f} req/s  p50 {result.p50_ms:8.2f} ms  p99 {result.p99_ms:8.2f} ms"
-                + (f"  ERRORS {result.errors}" if result.errors else ""))
+            log(f"  round {r + 1} {name:>9}: {result.rps:9.1f} req/s  p50 {result.p50_ms:8.2f} ms  "
+                f"p99 {result.p99_ms:8.2f} ms" + (f"  ERRORS {result.errors}" if result.errors else ""))
 
 
 def load(base: str, case: Case, *, duration_s: float, workdir: Path) -> Callable[[], WrkResult]:
@@ -249,9 +243,9 @@ def load(base: str, case: Case, *, duration_s: float, workdir: Path) -> Callable
 def compare(case: Case, service: str, floor: str, *, rounds: int, duration_s: float, workdir: Path,
             log: Callable[[str], None]) -> Compared:
     compared = Compared(case)
-    log(f"{case.key}: {case.connections} connections, floor then service (alternating)")
-    alternate([(compared.floor, load(floor, case, duration_s=duration_s, workdir=workdir)),
-               (compared.ours, load(service, case, duration_s=duration_s, workdir=workdir))], rounds, log)
+    log(f"{case.key}: {case.connections} connection{'s' if case.connections > 1 else ''}")
+    alternate([("floor", compared.floor, load(floor, case, duration_s=duration_s, workdir=workdir)),
+               ("ours", compared.ours, load(service, case, duration_s=duration_s, workdir=workdir))], rounds, log)
     return compared
 
 
@@ -492,7 +486,7 @@ def report(args: argparse.Namespace, cases: list[Case], results: dict[str, Compa
         "",
         f"{len(found) - len(missed)} of {len(found)} targets met.",
         "",
-        "## Cases",
+        "## Workloads",
     ]
     for c in results.values():
         parts += ["", workload_table(c)]
@@ -586,7 +580,7 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> Measured:
         floor_process = stack.enter_context(floor_app(tmp))
         service = stack.enter_context(live_service(tmp, start_timeout_s=START_TIMEOUT_S, **service_env(),
                                                    BLINA_CDS_WORKERS="1"))
-        floor_process.wait()
+        wait_started(floor_process)
         floor = floor_process.base
         for case in all_cases:
             check_answers(case, service.base, floor)
@@ -607,9 +601,9 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> Measured:
             order_sign = next(w for w in all_cases if w.key == "order-sign-full")
             check_answers(order_sign, two.base, floor)
             workers = (Side(), Side())
-            log("order-sign-full: 1 worker, then 2 workers (alternating)")
-            alternate([(workers[0], load(service.base, order_sign, duration_s=args.duration, workdir=tmp)),
-                       (workers[1], load(two.base, order_sign, duration_s=args.duration, workdir=tmp))],
+            log("order-sign-full: 1 worker and 2 workers")
+            alternate([("1 worker", workers[0], load(service.base, order_sign, duration_s=args.duration, workdir=tmp)),
+                       ("2 workers", workers[1], load(two.base, order_sign, duration_s=args.duration, workdir=tmp))],
                       args.workers_rounds, log)
     return chosen, results, memory, workers
 

@@ -6,7 +6,7 @@ FHIR_VENV := .venv-fhir
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: install install-test run test test-fast lint bench microbench chaos soak nginx fhir-server fhir-dev postgres chromium venv-support clean
+.PHONY: install install-test run test test-fast lint bench microbench chaos soak nginx wrk fhir-server fhir-dev postgres chromium venv-support clean
 
 # Debian ships `venv`/`ensurepip` apart from Python (python3.11-venv): a fresh machine cannot create a venv
 # without it. Install it when we can (CI runs as root), otherwise say what is missing.
@@ -68,6 +68,12 @@ nginx:
 	  echo "installing nginx from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 
+## wrk: Debian's wrk, the HTTP load generator make bench drives
+wrk:
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
 ## chromium: Debian's Chromium for the /preview browser tests (Playwright drives it; it never downloads a browser)
 chromium:
 	@test -x /usr/bin/chromium || { \
@@ -92,9 +98,9 @@ test: install-test fhir-server postgres nginx chromium lint
 test-fast: install-test
 	$(PY) -m pytest -m "not fhir_server and not postgres and not browser" $(PYTEST_ARGS)
 
-## bench: hook-call latency and throughput against a local server (exits 1 when a target is missed)
-bench: install-test
-	$(PY) -m tests.bench.hook_latency
+## bench: the service against a bare-FastAPI floor, side by side (wrk), memory and workers; tests/bench/RESULTS.md (exits 1 when a target is missed)
+bench: install-test wrk
+	$(PY) -m tests.bench.harness $(BENCH_ARGS)
 
 ## microbench: per-stage micro-benchmarks with real timings (`make test` runs them once, untimed); saved under var/microbench and compared with the last run
 MICROBENCH_SAVED = $(wildcard var/microbench/*/*.json)

@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.logs import configure_logging
     from service.main import create_app
-    from service.server import raise_open_file_limit, uvicorn_options
+    from service.server import raise_open_file_limit, serve_options
     from service.settings import get_settings
 
     try:
@@ -51,11 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         workers=workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-        **uvicorn_options(settings),
+        **serve_options(settings),
     )
     return 0
 

@@ -4,7 +4,8 @@
 
 Starts ``blina-cds serve`` as the Kubernetes manifest runs it (one server process, ``BLINA_CDS_CPU_WORKERS=1``;
 SQLite in a temp dir, auth off) and reads the whole process tree from /proc — the server, the forkserver and the
-worker for large calls — idle, under the ``make bench`` load (its three scenarios, 8 concurrent clients), and
+worker for large calls — idle, under load (three example calls, ``BENCH_REQUESTS`` each from ``BENCH_CONCURRENCY``
+concurrent clients), and
 while ``BENCH_MAXIMAL_CALLS`` (default 2) maximal (20 MiB) hook calls are sent at once. It prints the sum of RSS
 (an upper bound: forked processes share pages) and the sum of PSS (shared pages divided among their users: close
 to what the container's memory cgroup is charged, before page cache). Only 127.0.0.1 is contacted.
@@ -18,17 +19,60 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import httpx
 
 from service import examples
-from tests.bench.hook_latency import SCENARIOS, other_order, run_scenario
 from tests.conftest import PATIENT_VIEW
 from tests.live import Sampler, live_service
 from tests.test_limits_live import maximal_request
 
 MAXIMAL_CALLS = int(os.environ.get("BENCH_MAXIMAL_CALLS", "2"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "800"))
+SCENARIOS = [
+    ("patient-view, cycle 1 day 18 history", "rr-adult-course", "c1d18-view"),
+    ("order-sign, cycle 1 day 8 step dose", "rr-adult-course", "c1d8-step-sign"),
+    ("order-sign, not blinatumomab (early exit)", None, None),
+]
+
+
+def other_order() -> dict[str, object]:
+    draft = {"resourceType": "MedicationRequest", "id": "amlo", "status": "draft", "intent": "order",
+             "subject": {"reference": "Patient/bench"},
+             "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                       "code": "197361"}]}}
+    return {"hook": "order-sign", "hookInstance": "bench",
+            "context": {"userId": "Practitioner/1", "patientId": "bench",
+                        "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": draft}]}}}
+
+
+async def run_scenario(base: str, body: dict[str, object]) -> tuple[list[float], float]:
+    """``REQUESTS`` calls from ``CONCURRENCY`` clients (after 20 to warm up): their latencies (ms) and the time."""
+    service = {"patient-view": "blinatumomab-patient-view", "order-sign": "blinatumomab-order-sign",
+               "order-select": "blinatumomab-order-select"}[str(body["hook"])]
+    url = f"{base}/cds-services/{service}"
+    latencies: list[float] = []
+    remaining = REQUESTS
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(20):  # warm-up
+            (await client.post(url, json=body)).raise_for_status()
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                response = await client.post(url, json=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{service}: HTTP {response.status_code}: {response.text[:200]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return latencies, time.perf_counter() - started
 
 
 def tree(pid: int) -> list[int]:

@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cpu = CpuPool(settings)
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.fhir_timeout_s),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20,
+            limits=httpx.Limits(max_connections=settings.fhir_max_connections,
+                                max_keepalive_connections=settings.fhir_max_idle_connections,
                                 keepalive_expiry=settings.fhir_keepalive_s),
             follow_redirects=False,
             trust_env=False,

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     fhir_keepalive_s: float = Field(default=4.0, gt=0)
     """An idle connection to a FHIR server is closed after this, before the server's own keep-alive timeout (5 s in
     uvicorn, Node and Apache), so a request is rarely sent on a connection the server is closing."""
+    fhir_max_connections: int = Field(default=100, ge=1)
+    """Open connections to FHIR servers, all hook calls of the process together; a request beyond waits for one
+    (within the call's deadline). One hook call without prefetch opens about 8 at once."""
+    fhir_max_idle_connections: int = Field(default=20, ge=0)
+    """Idle connections kept open to FHIR servers for the next call (each is a file descriptor)."""
     ca_bundle: Path | None = None
     """PEM file of extra CAs trusted for every outbound TLS call (FHIR servers, jku), beside the public ones."""
     cpu_pool: Literal["process", "thread"] = "process"

@@ -120,3 +120,17 @@ async def test_medication_reads_start_together_after_the_searches(make_app: AppF
         assert fhir.widths == [keys, len(medications)]  # two rounds, each all at once
         read = {p.split("/fhir/", 1)[1] for p in fhir.paths if "/fhir/Medication/" in p}
         assert read == medications
+
+
+async def test_fetches_never_exceed_the_connection_setting(make_app: AppFactory, keys: int) -> None:
+    """``BLINA_CDS_FHIR_MAX_CONNECTIONS`` bounds the requests in flight; the others wait their turn, within the
+    deadline, and the call still gets every key."""
+    with RoundStandIn(workloads.fhir_data().resources, rounds=[3]) as fhir:
+        workload = workloads.order_sign_no_prefetch(fhir.base)
+        _, client = await make_app(fhir_timeout_s=60, fhir_max_connections=3, fhir_max_idle_connections=3)
+        response = await client.post(workload.path, content=workload.body,
+                                      headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert rule_ids(response.json()) == workload.expected
+        assert max(fhir.widths) == 3 < keys
+        assert fhir.requests == keys

@@ -189,8 +189,26 @@ class RateUnit:
     per_hour: bool = False
 
 
+_RATE_UNITS: dict[str, tuple[object, RateUnit | None]] = {}
+"""Unit text → (the ``Units`` it was read with, :func:`parse_rate_unit`'s answer), for this process; emptied at
+``_RATE_UNITS_MAX`` entries. A chart writes the same few units on every dose."""
+_RATE_UNITS_MAX = 1024
+
+
 def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
     """``"mcg/day"``, ``"ug/h"``, ``"ug/(m2.d)"``, ``"mg/d"``, ``"mL/h"``, ``"ug/(24.h)"`` → :class:`RateUnit`."""
+    units = kb.dosing.units
+    known = _RATE_UNITS.get(unit)
+    if known is not None and known[0] is units:
+        return known[1]
+    parsed = _parse_rate_unit(unit, kb)
+    if len(_RATE_UNITS) >= _RATE_UNITS_MAX:
+        _RATE_UNITS.clear()
+    _RATE_UNITS[unit] = (units, parsed)
+    return parsed
+
+
+def _parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
     units = kb.dosing.units
     mass, _, rest = units.norm(unit).partition("/")
     tokens = [units.norm(t) for t in _UNIT_SEPARATOR.split(rest) if t]

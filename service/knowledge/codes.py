@@ -50,6 +50,8 @@ class Codes(Strict):
     wanted_of_concept: ClassVar[dict[str, frozenset[tuple[str, str]]]]
     concepts_of_pair: ClassVar[dict[tuple[str, str], frozenset[str]]]
     """(system URI, code) → the concepts listing that coding."""
+    drug_verdicts: ClassVar[dict[Any, Any]]
+    """A memo for ``service.timeline.dose`` (which drug a CodeableConcept names), bounded there."""
 
     def model_post_init(self, context: Any, /) -> None:
         keys = {**dict(self.system_aliases), **{uri: key for key, uri in self.code_systems.items()}}
@@ -64,6 +66,7 @@ class Codes(Strict):
             for pair in pairs:
                 names.setdefault(pair, set()).add(name)
         object.__setattr__(self, "concepts_of_pair", {pair: frozenset(n) for pair, n in names.items()})
+        object.__setattr__(self, "drug_verdicts", {})
 
     def system_key(self, uri: str) -> str | None:
         """The ``[code_systems]`` key for a system URI, aliases included."""

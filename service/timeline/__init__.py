@@ -185,8 +185,12 @@ def _pool(data: Mapping[str, Sequence[Mapping[str, Any]]], *, patient_id: Any) -
 def _other_patient(resource: Mapping[str, Any], patient_id: Any) -> bool:
     if not isinstance(patient_id, str) or resource.get("resourceType") == "Patient":
         return False
+    own = f"Patient/{patient_id}" if "/" not in patient_id else None
     for element in ("subject", "patient"):
-        ref_id = reference_id(resource.get(element), "Patient")
+        ref = resource.get(element)
+        if own is not None and type(ref) is dict and ref.get("reference") == own:
+            continue  # the common case, without splitting the reference
+        ref_id = reference_id(ref, "Patient")
         if ref_id is not None and ref_id != patient_id:
             return True
     return False

@@ -18,7 +18,7 @@ is the 7-day rate only for the label's bag volume).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from service.fhir.extract import reference_id, relative_ref, texts
@@ -44,8 +44,9 @@ def build_bags(
     """The bag preparation of every blinatumomab order and administration whose record states a duration or
     names the preservative, by ref."""
     out: dict[str, BagPreparation] = {}
+    memo = _Words()
     for order in orders:
-        bag = _order_bag(order, medications, kb)
+        bag = _order_bag(order, medications, kb, memo)
         if bag is not None:
             out[order.ref] = bag
     for ma in administrations:
@@ -55,43 +56,63 @@ def build_bags(
             continue
         request_id = reference_id(ma.get("request"), "MedicationRequest")
         bag = _administration_bag(ma, out.get(f"MedicationRequest/{request_id}") if request_id else None,
-                                  medications, kb)
+                                  medications, kb, memo)
         if bag is not None:
             out[relative_ref(ma)] = bag
     return out
 
 
-def _order_bag(order: BlinOrder, medications: Mapping[str, Mapping[str, Any]], kb: Knowledge) -> BagPreparation | None:
+@dataclass
+class _Words:
+    """What each text of this call says (every bag of a chart repeats the drug's and the diluent's names)."""
+
+    preservative: dict[str, bool] = field(default_factory=dict)
+    """Text → whether it names the preservative."""
+    hours: dict[str, tuple[float, str] | None] = field(default_factory=dict)
+    """Text → the bag duration it states and the words it was read in, if any."""
+
+
+def _order_bag(order: BlinOrder, medications: Mapping[str, Mapping[str, Any]], kb: Knowledge,
+               memo: _Words) -> BagPreparation | None:
     mr = order.resource
     dosage = first_dosage(mr)
     words = [*_strings(dosage.get("text"), dosage.get("patientInstruction")),
              *(t for c in dosage.get("additionalInstruction") or () if isinstance(c, Mapping) for t in texts(c)),
              *_notes(mr), *_extension_strings(mr), *_medication_texts(mr, medications)]
-    hours, said = (order.bag_hours, None) if order.bag_hours else _text_hours(words, kb)
-    return _bag(order.ref, hours, "timing" if order.bag_hours else "duration-text", said, words, kb)
+    hours, said = (order.bag_hours, None) if order.bag_hours else _text_hours(words, kb, memo)
+    return _bag(order.ref, hours, "timing" if order.bag_hours else "duration-text", said, words, kb, memo)
 
 
 def _administration_bag(ma: Mapping[str, Any], ordered: BagPreparation | None,
-                        medications: Mapping[str, Mapping[str, Any]], kb: Knowledge) -> BagPreparation | None:
+                        medications: Mapping[str, Mapping[str, Any]], kb: Knowledge, memo: _Words
+                        ) -> BagPreparation | None:
     dosage = ma.get("dosage") if isinstance(ma.get("dosage"), Mapping) else {}
     assert isinstance(dosage, Mapping)
     words = [*_strings(dosage.get("text")), *_notes(ma), *_medication_texts(ma, medications)]
     over = infuse_over(ma, kb)
     if over is not None:
-        own = _bag(relative_ref(ma), over.total_seconds() / 3600, "infuse-over-time", None, words, kb)
+        own = _bag(relative_ref(ma), over.total_seconds() / 3600, "infuse-over-time", None, words, kb, memo)
     else:
-        hours, said = _text_hours(words, kb)
-        own = _bag(relative_ref(ma), hours, "duration-text", said, words, kb)
+        hours, said = _text_hours(words, kb, memo)
+        own = _bag(relative_ref(ma), hours, "duration-text", said, words, kb, memo)
     if ordered is None or (own is not None and (own.preservative or own.hours is not None)):
         return own  # the bag hung says what it is (a 24-h bag on a 7-day order is a 24-h bag)
     return replace(ordered, ref=relative_ref(ma), from_order=ordered.ref)
 
 
 def _bag(ref: str, hours: float | None, source: Evidence, said: str | None, words: Sequence[str],
-         kb: Knowledge) -> BagPreparation | None:
+         kb: Knowledge, memo: _Words) -> BagPreparation | None:
     """``source`` says where ``hours`` came from (``said``: the text it was read in)."""
     rule = kb.dosing.preservative_bags
-    named = next((w for w in words if rule.names_preservative(w)), None)
+    known = memo.preservative
+    named = None
+    for word in words:
+        says = known.get(word)
+        if says is None:
+            says = known[word] = rule.names_preservative(word)
+        if says:
+            named = word
+            break
     if named is not None:
         return BagPreparation(ref, hours, True, "preservative-text", " ".join(named.split())[:_TEXT_LIMIT])
     if hours is None:
@@ -101,16 +122,25 @@ def _bag(ref: str, hours: float | None, source: Evidence, said: str | None, word
     return BagPreparation(ref, hours, False)
 
 
-def _text_hours(words: Sequence[str], kb: Knowledge) -> tuple[float | None, str | None]:
+def _text_hours(words: Sequence[str], kb: Knowledge, memo: _Words) -> tuple[float | None, str | None]:
     """A bag duration written in text ("over 7 days", "96-h bag"), in hours, and the text it came from."""
-    units = kb.dosing.units
     for word in words:
-        for pattern in kb.dosing.preservative_bags.duration_res:
-            match = pattern.search(word)
-            factor = units.duration_to_hours.get(units.norm(match.group("unit"))) if match else None
-            if match is not None and factor:
-                return float(match.group("value")) * factor, " ".join(match.group(0).split())
+        if word not in memo.hours:
+            memo.hours[word] = _word_hours(word, kb)
+        found = memo.hours[word]
+        if found is not None:
+            return found
     return None, None
+
+
+def _word_hours(word: str, kb: Knowledge) -> tuple[float, str] | None:
+    units = kb.dosing.units
+    for pattern in kb.dosing.preservative_bags.duration_res:
+        match = pattern.search(word)
+        factor = units.duration_to_hours.get(units.norm(match.group("unit"))) if match else None
+        if match is not None and factor:
+            return float(match.group("value")) * factor, " ".join(match.group(0).split())
+    return None
 
 
 def _medication_texts(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> Iterator[str]:

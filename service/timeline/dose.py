@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.fhir.extract import concept_matches
+from service.fhir.extract import codings, concept_matches, texts
 from service.knowledge import Knowledge
 from service.timeline.model import DailyDose
 
@@ -136,13 +136,37 @@ def named_in_order_text(mr: Mapping[str, Any], kb: Knowledge) -> bool:
 
 
 def is_blinatumomab(concept: Mapping[str, Any], kb: Knowledge) -> bool:
-    return bool(concept) and concept_matches(concept, kb.codes, "blinatumomab")
+    return bool(concept) and _drug_of(concept, kb)[0]
 
 
 def steroid_agent(concept: Mapping[str, Any], kb: Knowledge) -> str | None:
     if not concept:
         return None
-    return next((name for name in STEROIDS if concept_matches(concept, kb.codes, name)), None)
+    return _drug_of(concept, kb)[1]
+
+
+_DRUG_VERDICTS_MAX = 4096
+"""Entries of ``Codes.drug_verdicts`` before it is emptied (free text never makes it grow without bound)."""
+
+
+def _drug_of(concept: Mapping[str, Any], kb: Knowledge) -> tuple[bool, str | None]:
+    """(names blinatumomab, the steroid it names) for a CodeableConcept, judged once per distinct concept.
+
+    Every builder asks this of the same few drugs on hundreds of records; :func:`concept_matches` reads only the
+    codings' (system, code) and the texts, so these are the memo's key.
+    """
+    key = (tuple((c.get("system"), c.get("code")) for c in codings(concept)
+                 if isinstance(c.get("system"), str) and isinstance(c.get("code"), str)),
+           tuple(texts(concept)))
+    verdicts = kb.codes.drug_verdicts
+    verdict: tuple[bool, str | None] | None = verdicts.get(key)
+    if verdict is None:
+        verdict = (concept_matches(concept, kb.codes, "blinatumomab"),
+                   next((name for name in STEROIDS if concept_matches(concept, kb.codes, name)), None))
+        if len(verdicts) >= _DRUG_VERDICTS_MAX:
+            verdicts.clear()
+        verdicts[key] = verdict
+    return verdict
 
 
 def explicit_cycle_day(texts: Iterable[str]) -> tuple[int, int] | None:
@@ -165,8 +189,26 @@ class RateUnit:
     per_hour: bool = False
 
 
+_RATE_UNITS: dict[str, tuple[object, RateUnit | None]] = {}
+"""Unit text → (the ``Units`` it was read with, :func:`parse_rate_unit`'s answer), for this process; emptied at
+``_RATE_UNITS_MAX`` entries. A chart writes the same few units on every dose."""
+_RATE_UNITS_MAX = 1024
+
+
 def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
     """``"mcg/day"``, ``"ug/h"``, ``"ug/(m2.d)"``, ``"mg/d"``, ``"mL/h"``, ``"ug/(24.h)"`` → :class:`RateUnit`."""
+    units = kb.dosing.units
+    known = _RATE_UNITS.get(unit)
+    if known is not None and known[0] is units:
+        return known[1]
+    parsed = _parse_rate_unit(unit, kb)
+    if len(_RATE_UNITS) >= _RATE_UNITS_MAX:
+        _RATE_UNITS.clear()
+    _RATE_UNITS[unit] = (units, parsed)
+    return parsed
+
+
+def _parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
     units = kb.dosing.units
     mass, _, rest = units.norm(unit).partition("/")
     tokens = [units.norm(t) for t in _UNIT_SEPARATOR.split(rest) if t]

@@ -110,6 +110,8 @@ class _Reader:
         """Text → whether it can make an Observation a record (``_may_be_record``; this call's texts only)."""
         self.key_by_coding: dict[tuple[str, str], str] = {}
         """(system, code) → the key of the "other" event first read with that coding."""
+        self.kinds: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[Kind, ...]], Kind | None] = {}
+        """(texts, coding keys, kinds asked) → ``kind_of``'s answer (this call's concepts only)."""
 
     # -------------------------------------------------------------- resources
 
@@ -417,12 +419,14 @@ class _Reader:
     def kind_of(self, codeable: Mapping[str, Any], kinds: Sequence[Kind]) -> Kind | None:
         if not codeable:
             return None
-        all_text = list(texts(codeable))
-        keys = self._coding_keys(codeable)
-        for kind in kinds:
-            if self._matches(all_text, keys, self.matchers[kind]):
-                return kind
-        return None
+        all_text = tuple(texts(codeable))
+        keys = tuple(self._coding_keys(codeable))
+        memo = (all_text, keys, tuple(kinds))
+        if memo in self.kinds:  # a flowsheet repeats the same few rows every shift: match their words once
+            return self.kinds[memo]
+        found = next((kind for kind in kinds if self._matches(all_text, keys, self.matchers[kind])), None)
+        self.kinds[memo] = found
+        return found
 
     @staticmethod
     def _matches(all_text: Sequence[str], keys: Sequence[tuple[str, str]], matcher: ConceptMatcher) -> bool:

@@ -273,11 +273,14 @@ async def test_database_down_hooks_answer_feedback_is_refused_and_nothing_acknow
             health = await client_a.get("/healthz")
             assert (health.status_code, health.json()) == (200, {"status": "degraded", "store": "unreachable"})
 
-    # Back: the EHR retries the refused feedback; the issued-card record written meanwhile gives it its rule.
+    # Back: replica a writes the issued-card record it queued during the outage (here at once; in service, at its
+    # next flush), then the EHR retries the refused feedback, which the record gives its rule. Without the explicit
+    # flush the retry can overtake a's flusher on a busy machine (then it is stored without its rule id, as the
+    # README says for a card whose record is still queued).
     await asyncio.sleep(1.1)  # store_retry_s: the replay check tries the store again
+    await asyncio.wait_for(a.state.engine.issued.flush(), timeout=10)
     retried = await client_b.post(FEEDBACK, json=overridden(card_during), headers=auth(keys, FEEDBACK))
     assert retried.json() == {"received": 1, "stored": 1}
-    await asyncio.wait_for(a.state.engine.issued.flush(), timeout=10)
     rows = await store_of(b).fetch_all()
     assert sorted((r["card_uuid"], r["rule_id"]) for r in rows) == sorted([
         (card_before["uuid"], card_before["source"]["topic"]["code"]),

@@ -368,8 +368,10 @@ def workers_verdicts(one: Side, two: Side) -> list[Verdict]:
 def workers_decision(one: Side, two: Side, cores: int) -> str:
     scaling = ratio(two.rps, one.rps)
     if scaling >= WORKERS_MIN_SCALING:
-        return (f"2 workers gave {scaling:.2f}× the one-worker throughput on {cores} cores: the figure supports "
-                f"BLINA_CDS_WORKERS = the core count (2 here) as the default.")
+        return (f"2 workers gave {scaling:.2f}× the one-worker throughput on {cores} cores: one worker per core "
+                f"pays on a machine of its own (set BLINA_CDS_WORKERS to its core count). The default stays 1 "
+                f"(README, Settings): in a container the core count Python sees is the node's, not the pod's "
+                f"CPU limit, and Kubernetes scales by pods.")
     return (f"2 workers gave only {scaling:.2f}× the one-worker throughput on {cores} cores (target ≥ "
             f"{WORKERS_MIN_SCALING}×): the figure supports keeping BLINA_CDS_WORKERS=1 as the default and scaling "
             f"out with replicas.")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from service.memo import Memo
+
 if TYPE_CHECKING:
     from service.knowledge.codes import Codes
 
@@ -107,20 +109,14 @@ def concept_matches(codeable: Mapping[str, Any], codes: Codes, concept: str) -> 
             break
     if not coded and not spec.text_patterns:
         return False  # the common case on the hot path: another concept's coding, nothing to read
-    key = (spec.text_patterns, spec.exclude_text_patterns, coded, tuple(texts(codeable)))
-    verdict = _TEXT_VERDICTS.get(key)
-    if verdict is None:  # a chart names the same few drugs in the same words on hundreds of records
-        verdict = _text_verdict(*key)
-        if len(_TEXT_VERDICTS) >= _TEXT_VERDICTS_MAX:
-            _TEXT_VERDICTS.clear()
-        _TEXT_VERDICTS[key] = verdict
-    return verdict
+    all_text = tuple(texts(codeable))
+    key = (spec.text_patterns, spec.exclude_text_patterns, coded, all_text)
+    # a chart names the same few drugs in the same words on hundreds of records
+    return _TEXT_VERDICTS.get(key, sum(map(len, all_text)), lambda: _text_verdict(*key))
 
 
-_TEXT_VERDICTS: dict[tuple[tuple[str, ...], tuple[str, ...], bool, tuple[str, ...]], bool] = {}
-"""(text patterns, exclude patterns, coded, texts) → :func:`concept_matches`' verdict, for this process; emptied
-when it reaches ``_TEXT_VERDICTS_MAX`` entries (free text never makes it grow without bound)."""
-_TEXT_VERDICTS_MAX = 4096
+_TEXT_VERDICTS: Memo[tuple[tuple[str, ...], tuple[str, ...], bool, tuple[str, ...]], bool] = Memo(4096)
+"""(text patterns, exclude patterns, coded, texts) → :func:`concept_matches`' verdict, for this process."""
 
 
 def _text_verdict(patterns: tuple[str, ...], excludes: tuple[str, ...], coded: bool, all_text: tuple[str, ...]

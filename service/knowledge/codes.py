@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from service.knowledge.base import Provenance, Strict
+from service.memo import Memo
 
 
 class CodingRef(Strict):
@@ -50,8 +51,8 @@ class Codes(Strict):
     wanted_of_concept: ClassVar[dict[str, frozenset[tuple[str, str]]]]
     concepts_of_pair: ClassVar[dict[tuple[str, str], frozenset[str]]]
     """(system URI, code) → the concepts listing that coding."""
-    drug_verdicts: ClassVar[dict[Any, Any]]
-    """A memo for ``service.timeline.dose`` (which drug a CodeableConcept names), bounded there."""
+    drug_verdicts: ClassVar[Memo[Any, tuple[bool, str | None]]]
+    """Which drug a CodeableConcept names (``service.timeline.dose``), remembered for these codes."""
 
     def model_post_init(self, context: Any, /) -> None:
         keys = {**dict(self.system_aliases), **{uri: key for key, uri in self.code_systems.items()}}
@@ -66,7 +67,7 @@ class Codes(Strict):
             for pair in pairs:
                 names.setdefault(pair, set()).add(name)
         object.__setattr__(self, "concepts_of_pair", {pair: frozenset(n) for pair, n in names.items()})
-        object.__setattr__(self, "drug_verdicts", {})
+        object.__setattr__(self, "drug_verdicts", Memo(4096))
 
     def system_key(self, uri: str) -> str | None:
         """The ``[code_systems]`` key for a system URI, aliases included."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from service.fhir.extract import codings, concept_matches, texts
 from service.knowledge import Knowledge
+from service.memo import MEMO_MAX_KEY_CHARS
 from service.timeline.model import DailyDose
 
 STEROIDS: tuple[str, ...] = ("dexamethasone", "methylprednisolone", "prednisolone", "prednisone")
@@ -145,28 +146,18 @@ def steroid_agent(concept: Mapping[str, Any], kb: Knowledge) -> str | None:
     return _drug_of(concept, kb)[1]
 
 
-_DRUG_VERDICTS_MAX = 4096
-"""Entries of ``Codes.drug_verdicts`` before it is emptied (free text never makes it grow without bound)."""
-
-
 def _drug_of(concept: Mapping[str, Any], kb: Knowledge) -> tuple[bool, str | None]:
     """(names blinatumomab, the steroid it names) for a CodeableConcept, judged once per distinct concept.
 
     Every builder asks this of the same few drugs on hundreds of records; :func:`concept_matches` reads only the
     codings' (system, code) and the texts, so these are the memo's key.
     """
+    all_text = tuple(texts(concept))
     key = (tuple((c.get("system"), c.get("code")) for c in codings(concept)
-                 if isinstance(c.get("system"), str) and isinstance(c.get("code"), str)),
-           tuple(texts(concept)))
-    verdicts = kb.codes.drug_verdicts
-    verdict: tuple[bool, str | None] | None = verdicts.get(key)
-    if verdict is None:
-        verdict = (concept_matches(concept, kb.codes, "blinatumomab"),
-                   next((name for name in STEROIDS if concept_matches(concept, kb.codes, name)), None))
-        if len(verdicts) >= _DRUG_VERDICTS_MAX:
-            verdicts.clear()
-        verdicts[key] = verdict
-    return verdict
+                 if isinstance(c.get("system"), str) and isinstance(c.get("code"), str)), all_text)
+    return kb.codes.drug_verdicts.get(key, sum(map(len, all_text)), lambda: (
+        concept_matches(concept, kb.codes, "blinatumomab"),
+        next((name for name in STEROIDS if concept_matches(concept, kb.codes, name)), None)))
 
 
 def explicit_cycle_day(texts: Iterable[str]) -> tuple[int, int] | None:
@@ -202,9 +193,10 @@ def parse_rate_unit(unit: str, kb: Knowledge) -> RateUnit | None:
     if known is not None and known[0] is units:
         return known[1]
     parsed = _parse_rate_unit(unit, kb)
-    if len(_RATE_UNITS) >= _RATE_UNITS_MAX:
-        _RATE_UNITS.clear()
-    _RATE_UNITS[unit] = (units, parsed)
+    if len(unit) <= MEMO_MAX_KEY_CHARS:  # a long unit text is not kept (service/memo.py)
+        if len(_RATE_UNITS) >= _RATE_UNITS_MAX:
+            _RATE_UNITS.clear()
+        _RATE_UNITS[unit] = (units, parsed)
     return parsed
 
 
